@@ -1,0 +1,1 @@
+"""One module per ``dlc`` verb; each defines ``register(subparsers)``."""

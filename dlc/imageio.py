@@ -1,0 +1,60 @@
+"""Saving images: numbered lossless PNGs and labelled grids a person can look at."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """uint8 (C, H, W) tensor -> PIL image (grey or RGB)."""
+    array = image.detach().cpu().permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def make_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None = None,
+              labels: Sequence[str] | None = None, scale: int = 1, pad: int = 2,
+              label_chars: int = 18) -> Image.Image:
+    """A grid of uint8 (C, H, W) images on white, each optionally with a short caption below."""
+    images = [to_pil(im) for im in images]
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    w, h = images[0].width * scale, images[0].height * scale
+    font = ImageFont.load_default()
+    label_h = 12 if labels else 0
+    cell_w = max(w, 6 * min(label_chars, max((len(t) for t in labels), default=0))) if labels else w
+    rows = math.ceil(len(images) / nrow)
+    grid = Image.new("RGB", (nrow * (cell_w + pad) + pad, rows * (h + label_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, image in enumerate(images):
+        r, c = divmod(i, nrow)
+        x, y = pad + c * (cell_w + pad), pad + r * (h + label_h + pad)
+        grid.paste(image.convert("RGB").resize((w, h), Image.NEAREST), (x + (cell_w - w) // 2, y))
+        if labels:
+            text = labels[i] if len(labels[i]) <= label_chars else labels[i][: label_chars - 1] + "…"
+            draw.text((x, y + h), text, fill="black", font=font)
+    return grid
+
+
+def save_grid(images, path: str | Path, **kwargs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, **kwargs).save(path)
+    return path
+
+
+def save_pngs(images: torch.Tensor | Sequence[torch.Tensor], out_dir: str | Path, start: int = 0) -> list[Path]:
+    """Numbered lossless PNGs ``000000.png, ...`` (numbering from ``start``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images, start):
+        path = out_dir / f"{i:06d}.png"
+        to_pil(image).save(path)
+        paths.append(path)
+    return paths

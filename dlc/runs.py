@@ -1,0 +1,178 @@
+"""Run directories and checkpoints.
+
+    runs/<name>/config.yaml          the full resolved config (re-runnable as is)
+    runs/<name>/checkpoints/<step>/  model, EMA, optimizer, scheduler, RNG and data position
+    runs/<name>/model/               the EMA weights in save_pretrained form (what sampling loads)
+    runs/<name>/metrics.jsonl        one JSON object per logged step
+    runs/<name>/samples/             grids and samples written during and after training
+
+A checkpoint is written under a temporary name and renamed once complete, so a run killed while
+writing leaves the previous checkpoint intact. Starting a run whose directory has a checkpoint
+resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import save_config
+from .errors import CheckpointError
+
+CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
+
+
+@dataclass
+class RunDir:
+    """Paths of one run. ``RunDir("runs/demo-dit")`` creates nothing until written to."""
+
+    root: Path
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    def create(self, config=None) -> RunDir:
+        for path in (self.root, self.checkpoints, self.samples):
+            path.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            save_config(config, self.config_path)
+        return self
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of complete checkpoints, oldest first (temporary folders are ignored)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.checkpoints.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def latest_checkpoint(self) -> Path | None:
+        steps = self.checkpoint_steps()
+        return self.checkpoints / str(steps[-1]) if steps else None
+
+    def resolve_checkpoint(self, which: str | int = "latest") -> Path:
+        """``"latest"``, a step number, or a path -> the checkpoint folder (error if absent)."""
+        if which == "latest":
+            path = self.latest_checkpoint()
+            if path is None:
+                raise CheckpointError(f"no checkpoint in {self.checkpoints}")
+            return path
+        path = Path(str(which))
+        path = path if path.is_dir() else self.checkpoints / str(which)
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint {which} not found (have: {self.checkpoint_steps()})")
+        return path
+
+    def log_metrics(self, step: int, **values) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop metrics logged after ``after_step`` (they belong to work a resume will redo)."""
+        rows = [r for r in self.read_metrics() if r["step"] <= after_step]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
+                    state: dict, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically; keep the newest ``keep`` (0 keeps all).
+
+    ``state`` holds everything else to restore (optimizer, scheduler, data position, ...): it is
+    saved with ``torch.save`` together with the RNG states.
+    """
+    final = run.checkpoints / str(step)
+    tmp = run.checkpoints / f".tmp-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_contiguous(model.state_dict()), tmp / "model.safetensors")
+    if ema is not None:
+        save_file(_contiguous(ema.state_dict()), tmp / "ema.safetensors")
+    torch.save({"step": step, "rng": rng_state(), **state}, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    if keep:
+        for old in run.checkpoint_steps()[:-keep]:
+            shutil.rmtree(run.checkpoints / str(old), ignore_errors=True)
+    return final
+
+
+def _contiguous(state_dict: dict) -> dict:
+    # safetensors refuses shared or non-contiguous storage; tied weights are saved as copies
+    return {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | None = None,
+                    restore_rng: bool = True) -> dict:
+    """Load weights into ``model`` (and ``ema``); return the saved state (step, optimizer, ...).
+
+    A missing, truncated or corrupt file raises CheckpointError naming the file.
+    """
+    path = Path(path)
+    needed = ["model.safetensors", "state.pt"] + (["ema.safetensors"] if ema is not None else [])
+    for name in needed:
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {path / name} is missing")
+    model.load_state_dict(_read_tensors(path / "model.safetensors"))
+    if ema is not None:
+        ema.load_state_dict(_read_tensors(path / "ema.safetensors"))
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for a damaged pickle/zip
+        raise CheckpointError(f"checkpoint file {path / 'state.pt'} is corrupt or truncated: {e}") from e
+    if restore_rng:
+        set_rng_state(state["rng"])
+    return state
+
+
+def _read_tensors(file: Path) -> dict:
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {file} is corrupt or truncated: {e}") from e

@@ -1,0 +1,288 @@
+"""The training loop every stage shares: accelerate, AdamW, LR warm-up, EMA, checkpoints,
+exact resume, metrics, progress bar, and a stop with a clear message when the loss diverges.
+
+A stage supplies a model, a dataset and a loss function; ``fit`` does the rest:
+
+    def loss_fn(model, batch, info):           # model may be DDP-wrapped: call it, don't poke it
+        loss = ...
+        return loss, {"mse": loss.item()}      # the dict is logged
+
+    ema = fit(run, config.train, model, dataset, loss_fn)
+
+Exactness: on CPU with ``num_workers=0`` a resumed run matches an uninterrupted one bit for bit
+(model, EMA, optimizer, scheduler, RNG and data position are all restored). The data order is a
+function of (seed, step) only: global batch ``s`` is positions ``s*B .. s*B+B-1`` of an endless
+stream of per-epoch permutations, and rank ``r`` of ``W`` takes the r-th contiguous slice.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import collate
+from .errors import TrainingDiverged
+from .runs import RunDir, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every stage (the ``train:`` section of a config)."""
+
+    steps: int = 1000
+    batch_size: int = 64  # global: split across processes
+    lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)): short runs need it
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, none on CPU
+    log_every: int = 25
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # 0: only at the end
+    seed: int = 0
+    num_workers: int = 0
+    time_limit_minutes: float = 0.0  # 0: none; else stop (and save) at the first step past it
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EMA:
+    """An exponential moving average of a model's parameters (buffers are copied as they are)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float | Callable[[int], float] = 0.999, warmup: bool = True):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.warmup = warmup
+
+    def decay_at(self, step: int) -> float:
+        decay = self.decay(step) if callable(self.decay) else self.decay
+        return min(decay, (1 + step) / (10 + step)) if self.warmup else decay
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = self.decay_at(step)
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """This rank's indices of global batches ``start_step, start_step+1, ...`` (endless)."""
+
+    def __init__(self, size: int, global_batch: int, seed: int, rank: int = 0, world: int = 1, start_step: int = 0):
+        if global_batch % world:
+            raise ValueError(f"batch_size {global_batch} must be divisible by the number of processes {world}")
+        self.size, self.global_batch, self.seed = size, global_batch, seed
+        self.rank, self.world, self.start_step = rank, world, start_step
+        self._epoch, self._perm = -1, None
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._epoch = torch.randperm(self.size, generator=generator), epoch
+        return int(self._perm[offset])
+
+    def __iter__(self):
+        local = self.global_batch // self.world
+        step = self.start_step
+        while True:
+            first = step * self.global_batch + self.rank * local
+            yield [self._index(p) for p in range(first, first + local)]
+            step += 1
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; matrices decay, vectors (biases, norms, gains) don't."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine down to ``min_lr_ratio``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def make_accelerator(mixed_precision: str = "auto"):
+    """An ``accelerate.Accelerator``: bf16 on a GPU when ``auto``, full precision on CPU."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda)
+
+
+@dataclass
+class StepInfo:
+    """What a loss function may want besides the batch."""
+
+    step: int
+    total_steps: int
+    ema: torch.nn.Module | None = None
+    accelerator: Any = None
+    extras: dict = field(default_factory=dict)
+
+
+def fit(
+    run: RunDir,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    dataset,
+    loss_fn: Callable,
+    *,
+    config=None,
+    collate_fn: Callable = collate,
+    sample_fn: Callable | None = None,
+    ema_decay: float | Callable[[int], float] | None = None,
+    extra_state: dict | None = None,
+    accelerator=None,
+    desc: str = "training",
+) -> EMA:
+    """Train ``model`` on ``dataset`` for ``cfg.steps`` steps, resuming from the run's latest
+    checkpoint when there is one. Returns the EMA (its ``.model`` is the one to sample from).
+
+    ``sample_fn(ema_model, step, run)`` writes samples (main process only, every
+    ``cfg.sample_every`` steps and at the end). ``extra_state`` maps names to objects with
+    ``state_dict``/``load_state_dict`` saved in checkpoints too (e.g. a loss's running centre).
+    ``ema_decay`` overrides ``cfg.ema_decay`` with a number or a schedule ``step -> decay``.
+    """
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    main = accelerator.is_main_process
+    if main:
+        run.create(config)
+    accelerator.wait_for_everyone()
+    extra_state = extra_state or {}
+    ema = EMA(model, cfg.ema_decay if ema_decay is None else ema_decay, cfg.ema_warmup)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+    step = 0
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        state = load_checkpoint(latest, model, ema)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for name, obj in extra_state.items():
+            obj.load_state_dict(state["extra"][name])
+        step = state["step"]
+        if main:
+            run.truncate_metrics(step)
+            print(f"resuming {run.root} from step {step}")
+    ema.model.to(accelerator.device)
+    prepared_model, optimizer = accelerator.prepare(model, optimizer)
+
+    loader = _loader(dataset, cfg, accelerator, step, collate_fn)
+    batches = iter(loader)
+    started = time.time()
+    last_saved = step
+    progress = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
+
+    def checkpoint(at: int) -> None:
+        nonlocal last_saved
+        accelerator.wait_for_everyone()
+        if main:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "extra": {k: v.state_dict() for k, v in extra_state.items()}}
+            save_checkpoint(run, at, accelerator.unwrap_model(prepared_model), ema, state, cfg.keep_checkpoints)
+        last_saved = at
+
+    while step < cfg.steps:
+        batch = _to_device(next(batches), accelerator.device)
+        info = StepInfo(step, cfg.steps, ema.model, accelerator)
+        with accelerator.autocast():
+            loss, metrics = loss_fn(prepared_model, batch, info)
+        if not torch.isfinite(loss.detach()).all():
+            progress.close()
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at step {step}; stopping. The last good checkpoint is "
+                f"{run.latest_checkpoint() or '(none yet)'}: lower train.lr or set train.grad_clip, then re-run to resume."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            metrics["grad_norm"] = float(accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        ema.update(accelerator.unwrap_model(prepared_model), step)
+        step += 1
+        progress.update(1)
+        if main and (step % cfg.log_every == 0 or step == cfg.steps):
+            metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], **metrics}
+            run.log_metrics(step, **metrics)
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+        out_of_time = cfg.time_limit_minutes and (time.time() - started) / 60 > cfg.time_limit_minutes
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+            checkpoint(step)
+        if main and sample_fn is not None and cfg.sample_every and step % cfg.sample_every == 0:
+            sample_fn(ema.model, step, run)
+        if out_of_time:
+            if main:
+                print(f"time limit of {cfg.time_limit_minutes} min reached at step {step}")
+            break
+    progress.close()
+    if last_saved != step:
+        checkpoint(step)
+    if main:
+        export_model(ema.model, run)
+        if sample_fn is not None:
+            sample_fn(ema.model, step, run)
+    accelerator.wait_for_everyone()
+    return ema
+
+
+def export_model(model: torch.nn.Module, run: RunDir) -> None:
+    """Write the EMA weights where sampling looks for them (``save_pretrained`` form)."""
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(f"{type(model).__name__} has no save_pretrained: models must be ModelMixin, ConfigMixin")
+    model.save_pretrained(run.model_dir)
+
+
+def _loader(dataset, cfg: TrainConfig, accelerator, start_step: int, collate_fn):
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        # sharded data: each rank and worker reads its own shards, looping forever
+        local = cfg.batch_size // accelerator.num_processes
+        return torch.utils.data.DataLoader(dataset, batch_size=local, num_workers=cfg.num_workers, collate_fn=collate_fn)
+    sampler = StreamSampler(len(dataset), cfg.batch_size, cfg.seed, accelerator.process_index,
+                            accelerator.num_processes, start_step)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                       collate_fn=collate_fn, persistent_workers=cfg.num_workers > 0)
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
