@@ -543,3 +543,17 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
     return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section of a stage config."""
+
+    dataset: str = "emoji"  # emoji, fashion-mnist, imagefolder:PATH, webdataset:PATTERN
+    size: int = 32
+    channels: int = 3  # fashion-mnist only: 1 (grey) or 3 (repeated for RGB models)
+
+    def load(self, split: str = "train", **options):
+        if self.dataset in ("fashion-mnist", "fashion"):
+            options.setdefault("channels", self.channels)
+        return load(self.dataset, size=self.size, split=split, **options)
