@@ -192,14 +192,14 @@ def _render_all_emoji(size: int) -> tuple[np.ndarray, list[EmojiEntry]]:
 
 
 def emoji_split(subgroups: list[str], test_fraction: float = EMOJI_TEST_FRACTION, seed: int = SPLIT_SEED) -> np.ndarray:
-    """Boolean test mask: in each subgroup (file order), round(fraction * n) emoji drawn with a
+    """Boolean test mask: in each subgroup (file order), fraction * n (rounded half up) emoji drawn with a
     fixed seed go to test. Deterministic for a given emoji-test.txt."""
     rng = np.random.default_rng(seed)
     subgroups = np.asarray(subgroups)
     is_test = np.zeros(len(subgroups), dtype=bool)
     for subgroup in dict.fromkeys(subgroups.tolist()):
         members = np.flatnonzero(subgroups == subgroup)
-        n_test = int(round(test_fraction * len(members)))
+        n_test = int(test_fraction * len(members) + 0.5)  # round half up: 5 members -> 1
         is_test[members[rng.permutation(len(members))[:n_test]]] = True
     return is_test
 
