@@ -274,14 +274,19 @@ def export_model(model: torch.nn.Module, run: RunDir) -> None:
 
 
 def _loader(dataset, cfg: TrainConfig, accelerator, start_step: int, collate_fn):
+    # A DataLoader draws its workers' base seed from the global RNG unless given a generator; its
+    # own generator keeps the global stream (restored on resume) untouched.
+    generator = torch.Generator().manual_seed(cfg.seed + start_step)
     if isinstance(dataset, torch.utils.data.IterableDataset):
         # sharded data: each rank and worker reads its own shards, looping forever
         local = cfg.batch_size // accelerator.num_processes
-        return torch.utils.data.DataLoader(dataset, batch_size=local, num_workers=cfg.num_workers, collate_fn=collate_fn)
+        return torch.utils.data.DataLoader(dataset, batch_size=local, num_workers=cfg.num_workers,
+                                           collate_fn=collate_fn, generator=generator)
     sampler = StreamSampler(len(dataset), cfg.batch_size, cfg.seed, accelerator.process_index,
                             accelerator.num_processes, start_step)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                       collate_fn=collate_fn, persistent_workers=cfg.num_workers > 0)
+                                       collate_fn=collate_fn, persistent_workers=cfg.num_workers > 0,
+                                       generator=generator)
 
 
 def _to_device(batch: dict, device) -> dict:

@@ -1,0 +1,129 @@
+import pytest
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+
+from dlc.errors import CheckpointError, TrainingDiverged
+from dlc.runs import load_checkpoint, save_checkpoint
+from dlc.training import EMA, StreamSampler, TrainConfig, fit, seed_everything
+
+
+class TinyNet(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, width), torch.nn.Tanh(), torch.nn.Linear(width, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Points(torch.utils.data.Dataset):
+    def __init__(self, n=40):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 2, generator=g)
+        self.y = (self.x[:, :1] * self.x[:, 1:]).sin()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def noisy_loss(model, batch, info):
+    # uses the global RNG, so exact resume needs the RNG state restored
+    x = batch["x"] + 0.1 * torch.randn_like(batch["x"])
+    loss = (model(x) - batch["y"]).pow(2).mean()
+    return loss, {"mse": loss.item()}
+
+
+def train_tiny(run, steps, **overrides):
+    seed_everything(0)
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-2, checkpoint_every=5, log_every=1, ema_decay=0.9,
+                      keep_checkpoints=0, **overrides)
+    model = TinyNet()
+    ema = fit(run, cfg, model, Points(), noisy_loss)
+    return model, ema
+
+
+def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path):
+    from dlc.runs import RunDir
+
+    straight_model, straight_ema = train_tiny(RunDir(tmp_path / "a"), 12)
+    interrupted = RunDir(tmp_path / "b")
+    train_tiny(interrupted, 7)  # stops at 7 (checkpoint at 5 and 7)
+    resumed_model, resumed_ema = train_tiny(interrupted, 12)
+    for a, b in zip(straight_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight_ema.state_dict().values(), resumed_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    steps = [row["step"] for row in interrupted.read_metrics()]
+    assert steps == list(range(1, 13))  # no duplicated log lines after the resume
+    reloaded = TinyNet.from_pretrained(interrupted.model_dir)  # the exported EMA model
+    assert torch.equal(reloaded.net[0].weight, resumed_ema.model.net[0].weight)
+
+
+def test_loss_decreases_and_run_dir_layout(run_dir):
+    train_tiny(run_dir, 30)
+    rows = run_dir.read_metrics()
+    assert sum(r["mse"] for r in rows[-5:]) < sum(r["mse"] for r in rows[:5])
+    assert run_dir.config_path.exists() is False  # no config given: none written
+    assert (run_dir.model_dir / "config.json").exists()
+    assert run_dir.checkpoint_steps() == [5, 10, 15, 20, 25, 30]
+
+
+def test_truncated_checkpoint_is_a_clear_error(run_dir):
+    model = TinyNet()
+    path = save_checkpoint(run_dir.create(), 3, model, None, {"optimizer": {}})
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupt or truncated"):
+        load_checkpoint(path, TinyNet())
+    (path / "state.pt").unlink()
+    with pytest.raises(CheckpointError, match="state.pt is missing"):
+        load_checkpoint(path, TinyNet())
+
+
+def test_partial_checkpoint_folder_is_ignored(run_dir):
+    run_dir.create()
+    save_checkpoint(run_dir, 2, TinyNet(), None, {})
+    (run_dir.checkpoints / ".tmp-4").mkdir()  # a write that was interrupted
+    assert run_dir.latest_checkpoint().name == "2"
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(run_dir):
+    def exploding(model, batch, info):
+        loss, metrics = noisy_loss(model, batch, info)
+        return (loss * float("nan") if info.step == 7 else loss), metrics
+
+    cfg = TrainConfig(steps=20, batch_size=8, checkpoint_every=5)
+    with pytest.raises(TrainingDiverged, match="at step 7.*checkpoints/5"):
+        fit(run_dir, cfg, TinyNet(), Points(), exploding)
+    assert run_dir.checkpoint_steps() == [5]
+
+
+def test_ema_warmup_and_update():
+    model = TinyNet()
+    ema = EMA(model, decay=0.999, warmup=True)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == 0.999
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    before = ema.model.net[0].bias.clone()
+    ema.update(model, 0)
+    assert torch.allclose(ema.model.net[0].bias, before + 0.9)
+
+
+def test_stream_sampler_splits_global_batches_across_ranks():
+    full = StreamSampler(10, 4, seed=1)
+    ranks = [StreamSampler(10, 4, seed=1, rank=r, world=2) for r in range(2)]
+    streams = [iter(full), iter(ranks[0]), iter(ranks[1])]
+    for _ in range(5):
+        batch, b0, b1 = (next(s) for s in streams)
+        assert batch == b0 + b1 and len(b0) == 2
+    stream = iter(StreamSampler(10, 5, seed=1))
+    epoch = next(stream) + next(stream)
+    assert sorted(epoch) == list(range(10))  # one epoch: each index once
+    resumed = iter(StreamSampler(10, 5, seed=1, start_step=1))
+    assert next(resumed) == epoch[5:]
