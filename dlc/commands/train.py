@@ -48,8 +48,9 @@ def register(sub) -> None:
 
 
 def load_stage_config(stage: str, config: str, overrides: list[str]):
+    path = resolve_config(stage, config)
     module = importlib.import_module(STAGES[stage])
-    return module, load_config(module.CONFIG, resolve_config(stage, config), overrides)
+    return module, load_config(module.CONFIG, path, overrides)
 
 
 def run(args) -> int:

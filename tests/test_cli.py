@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from dlc.cli import build_parser, main
+
+
+def _verbs():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "verb")
+    return sorted(action.choices)
+
+
+def test_every_verb_has_help(capsys):
+    verbs = _verbs()
+    assert {"data", "train"} <= set(verbs)
+    for verb in verbs:
+        with pytest.raises(SystemExit) as exit_info:
+            main([verb, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: dlc " + verb in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "dlc.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "data" in result.stdout
+
+
+def test_data_preview_writes_a_labelled_grid(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["data", "preview", "emoji", "--out", str(out), "-n", "16", "--scale", "1"]) == 0
+    image = Image.open(out)
+    assert image.width > 8 * 32 and image.height > 2 * 32  # 8 columns, 2 rows, captions below
+    assert "16 images" in capsys.readouterr().out
+
+
+def test_data_list_reports_status(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "emoji" in out and "fashion-mnist" in out and "[ready]" in out
+
+
+def test_data_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["data", "preview", f"imagefolder:{tmp_path}", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dlc data: error:") and "has no images" in err and "Traceback" not in err
+
+
+def test_train_unknown_preset_lists_presets(capsys):
+    assert main(["train", "dit", "--config", "no-such-preset"]) == 2
+    assert "no config 'no-such-preset'" in capsys.readouterr().err
+
+
+def test_data_shards(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    assert main(["data", "shards", f"imagefolder:{folder}", "--out", str(tmp_path / "shards")]) == 0
+    assert (tmp_path / "shards" / "shard-000000.tar").exists()
