@@ -98,8 +98,3 @@ def write_startup_hook(site_packages: str) -> str:
         f.write("import dlc._compat as _c; _c.install_import_hook()\n")
     return path
 
-
-if __name__ == "__main__":
-    import sysconfig
-
-    print(write_startup_hook(sysconfig.get_paths()["purelib"]))
