@@ -21,8 +21,8 @@ def register(sub) -> None:
         description="Generate codes from each caption with the pipeline's text-to-code model, then images "
         "with the DiT. Sample i is prompt i // NUM's image number i %% NUM; it depends only on (seed, i).",
     )
-    parser.add_argument("prompts", nargs="+", help="one or more captions, e.g. 'red apple'")
     add_generation_args(parser, "text2img")
+    parser.add_argument("prompts", nargs="+", help="one or more captions, e.g. 'red apple'")
     parser.add_argument("-n", "--num", type=int, default=4, help="images per prompt (default: %(default)s)")
     parser.set_defaults(func=run)
 

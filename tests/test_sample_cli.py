@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlc.cli import main
+from dlc.codes import save_codes
+from dlc.commands import sample as sample_cmd
+from dlc.seeding import sample_seed
+
+L, V = 8, 16
+
+
+class StubPipeline:
+    """The DLCPipeline contract, with images that reveal what made them: pixel (0, 0) holds the
+    code's sum, the rest is noise from (seed, index)."""
+
+    calls: list = []
+
+    def __call__(self, codes=None, images=None, num_images=None, prompts=None, seed=0, start_index=0,
+                 output_type="pil", **kwargs):
+        StubPipeline.calls.append(dict(kwargs, seed=seed, start_index=start_index))
+        if codes is None:
+            n = num_images or len(images or prompts)
+            codes = torch.stack([torch.full((L,), (start_index + i) % V) for i in range(n)])
+        out = []
+        for i, code in enumerate(codes):
+            g = torch.Generator().manual_seed(sample_seed(seed, start_index + i))
+            image = torch.randint(0, 256, (3, 4, 4), generator=g, dtype=torch.uint8)
+            image[:, 0, 0] = int(code.sum())
+            out.append(image)
+        return out
+
+    def encode_probs(self, pil_images):
+        codes = torch.stack([torch.tensor(np.asarray(im)[0, :L, 0] % V) for im in pil_images]).long()
+        return torch.nn.functional.one_hot(codes, V).float()
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    StubPipeline.calls = []
+    monkeypatch.setattr(sample_cmd, "load_pipeline", lambda path, device: StubPipeline())
+    return StubPipeline
+
+
+def read(folder):
+    files = sorted((folder / "images").glob("*.png"))
+    return [f.name for f in files], torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in files])
+
+
+def test_sample_from_codes_writes_pngs_grid_codes_settings_and_npz(stub, tmp_path):
+    codes = torch.randint(0, V, (5, L), generator=torch.Generator().manual_seed(0))
+    save_codes(tmp_path / "codes.npy", codes)
+    out = tmp_path / "out"
+    assert main(["sample", "model", "--codes", str(tmp_path / "codes.npy"), "--out", str(out), "--seed", "3",
+                 "--guidance-scale", "2.0", "--steps", "7", "--sampler", "ddim", "--npz"]) == 0
+    names, images = read(out)
+    assert names == [f"{i:06d}.png" for i in range(5)]
+    assert images[:, 0, 0, 0].tolist() == codes.sum(1).tolist()
+    assert (out / "grid.png").is_file()
+    assert np.array_equal(np.load(out / "codes.npy"), codes.numpy())
+    npz = np.load(out / "samples.npz")["arr_0"]
+    assert npz.dtype == np.uint8 and npz.shape == (5, 4, 4, 3) and np.array_equal(npz, images.numpy())
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["seed"] == 3 and settings["guidance_scale"] == 2.0 and settings["num_inference_steps"] == 7
+    assert settings["sampler"] == "ddim" and settings["num_images"] == 5 and settings["verb"] == "sample"
+    assert stub.calls[0]["scheduler"] == "ddim" and stub.calls[0]["num_inference_steps"] == 7
+
+
+def test_regenerating_one_sample_with_start_gives_the_same_image(stub, tmp_path):
+    assert main(["sample", "model", "-n", "6", "--out", str(tmp_path / "all"), "--seed", "1"]) == 0
+    assert main(["sample", "model", "-n", "1", "--start", "4", "--out", str(tmp_path / "one"), "--seed", "1"]) == 0
+    _, everything = read(tmp_path / "all")
+    names, one = read(tmp_path / "one")
+    assert names == ["000004.png"] and torch.equal(one[0], everything[4])
+    assert json.loads((tmp_path / "all" / "settings.json").read_text())["codes"] == "prior"
+
+
+def test_compose_from_stored_codes_keeps_agreeing_positions(stub, tmp_path):
+    a, b = torch.arange(L), torch.arange(L).flip(0)
+    b[:2] = a[:2]
+    save_codes(tmp_path / "codes.npy", torch.stack([a, b, a]))
+    out = tmp_path / "out"
+    assert main(["compose", "model", "--codes", str(tmp_path / "codes.npy"), "--rows", "0", "1", "-n", "6",
+                 "--mask", "2-3", "--out", str(out)]) == 0
+    codes = torch.from_numpy(np.load(out / "codes.npy").astype(np.int64))
+    assert codes.shape == (6, L)
+    assert (codes[:, :4] == a[:4]).all()  # agreeing positions and the masked ones come from a
+    assert ((codes == a) | (codes == b)).all()
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["method"] == "random" and settings["sources"] == [f"{tmp_path / 'codes.npy'}[{r}]" for r in (0, 1)]
+    _, images = read(out)
+    assert images[:, 0, 0, 0].tolist() == codes.sum(1).tolist()
+
+
+def test_compose_from_images_uses_the_pipeline_encoder(stub, tmp_path):
+    for name, value in [("a.png", 3), ("b.png", 9)]:
+        Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(tmp_path / name)
+    out = tmp_path / "out"
+    assert main(["compose", "model", "--images", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-n", "4",
+                 "--out", str(out)]) == 0
+    codes = np.load(out / "codes.npy")
+    assert set(np.unique(codes)) <= {3, 9} and len(np.unique(codes)) == 2
+
+
+def test_text2img_numbers_samples_per_prompt(stub, tmp_path):
+    out = tmp_path / "out"
+    assert main(["text2img", "model", "red apple", "blue car", "-n", "3", "--out", str(out)]) == 0
+    names, _ = read(out)
+    assert len(names) == 6
+    assert json.loads((out / "settings.json").read_text())["prompts"] == ["red apple", "blue car"]
+
+
+def test_bad_requests_are_one_line_errors(stub, tmp_path, capsys):
+    save_codes(tmp_path / "codes.npy", torch.zeros(3, L, dtype=torch.long))
+    assert main(["sample", "model", "--codes", str(tmp_path / "codes.npy"), "--start", "2", "-n", "5"]) == 2
+    assert main(["compose", "model", "--codes", str(tmp_path / "codes.npy")]) == 2
+    assert main(["compose", "model", "--codes", str(tmp_path / "codes.npy"), "--rows", "0", "1",
+                 "--mask", "x-y"]) == 2
+    err = capsys.readouterr().err
+    assert "beyond the 3 given" in err and "--rows" in err and "--mask" in err
