@@ -121,3 +121,16 @@ def test_bad_requests_are_one_line_errors(stub, tmp_path, capsys):
                  "--mask", "x-y"]) == 2
     err = capsys.readouterr().err
     assert "beyond the 3 given" in err and "--rows" in err and "--mask" in err
+
+
+def test_two_processes_split_the_indices_and_match_one_process(stub, tmp_path, monkeypatch):
+    assert main(["sample", "model", "-n", "5", "--out", str(tmp_path / "one"), "--seed", "2"]) == 0
+    monkeypatch.setattr(sample_cmd, "wait_for_everyone", lambda: None)
+    for rank in (1, 0):  # rank 0 last: it writes the grid and settings from every rank's PNGs
+        monkeypatch.setattr(sample_cmd, "distributed", lambda rank=rank: (rank, 2))
+        assert main(["sample", "model", "-n", "5", "--out", str(tmp_path / "two"), "--seed", "2"]) == 0
+    assert [c["start_index"] for c in stub.calls[1:]] == [3, 0]  # contiguous blocks: 0-2 and 3-4
+    names_one, one = read(tmp_path / "one")
+    names_two, two = read(tmp_path / "two")
+    assert names_one == names_two and torch.equal(one, two)
+    assert json.loads((tmp_path / "two" / "settings.json").read_text())["num_images"] == 5
