@@ -165,6 +165,6 @@ def interpolate(source_a, source_b, n: int = 8, alphas: Sequence[float] | None =
 
 @torch.no_grad()
 def encode_sources(images: torch.Tensor, encoder) -> list[torch.Tensor]:
-    """Images (B, C, H, W) in [-1, 1] -> B probability sources (L, V) at encoder temperature 1,
+    """Images (B, C, H, W), uint8 or float in [-1, 1] -> B probability sources (L, V) at encoder temperature 1,
     ready for ``compose`` (whose ``tau`` then sets the temperature)."""
     return list(encoder.probs(images, tau=1.0).float().cpu())

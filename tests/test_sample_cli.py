@@ -33,9 +33,15 @@ class StubPipeline:
             out.append(image)
         return out
 
-    def encode_probs(self, pil_images):
-        codes = torch.stack([torch.tensor(np.asarray(im)[0, :L, 0] % V) for im in pil_images]).long()
-        return torch.nn.functional.one_hot(codes, V).float()
+    class encoder:
+        """Codes from the first row of the red channel; the CLI must resize images to input_size."""
+
+        config = type("Config", (), {"input_size": None, "image_size": 8})
+
+        @staticmethod
+        def probs(images, tau):
+            assert images.dtype == torch.uint8 and images.shape[1:] == (3, 8, 8) and tau == 1.0
+            return torch.nn.functional.one_hot(images[:, 0, 0].long() % V, V).float()
 
 
 @pytest.fixture
@@ -97,7 +103,7 @@ def test_compose_from_stored_codes_keeps_agreeing_positions(stub, tmp_path):
 
 def test_compose_from_images_uses_the_pipeline_encoder(stub, tmp_path):
     for name, value in [("a.png", 3), ("b.png", 9)]:
-        Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(tmp_path / name)
+        Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(tmp_path / name)
     out = tmp_path / "out"
     assert main(["compose", "model", "--images", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-n", "4",
                  "--out", str(out)]) == 0

@@ -68,7 +68,20 @@ def sources_from_args(args, pipe) -> tuple[list[torch.Tensor], list[str]]:
             raise DLCError(f"--codes needs --rows: two or more row numbers in [0, {len(codes)})")
         return [codes[r] for r in args.rows], [f"{args.codes}[{r}]" for r in args.rows]
     files = image_files(args.images)
-    return list(pipe.encode_probs(open_images(files))), [str(f) for f in files]
+    return image_sources(pipe, open_images(files)), [str(f) for f in files]
+
+
+def image_sources(pipe, pil_images) -> list[torch.Tensor]:
+    """PIL images -> the pipeline encoder's probabilities (L, V), one per image."""
+    from ..compose import encode_sources
+    from ..data import pil_to_tensor, resize_center_crop
+
+    encoder = getattr(pipe, "encoder", None)
+    if encoder is None:
+        raise DLCError("composing images needs a pipeline with an encoder; give --codes FILE.npy --rows I J instead")
+    size = encoder.config.input_size or encoder.config.image_size
+    images = torch.stack([pil_to_tensor(resize_center_crop(im, size)) for im in pil_images])
+    return encode_sources(images, encoder)
 
 
 def run(args) -> int:
