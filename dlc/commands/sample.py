@@ -44,7 +44,9 @@ def add_generation_args(parser: argparse.ArgumentParser, default_out: str) -> No
     parser.add_argument("--sampler", choices=SCHEDULERS, default=None,
                         help="diffusers scheduler (default: the model's objective's default)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (this process's GPU under accelerate, else cuda, else cpu), cpu, cuda:1, ... "
+                        "(default: %(default)s)")
     parser.add_argument("--npz", action="store_true", help="also write OUT/samples.npz (uint8 NHWC) for the ADM evaluator")
     parser.add_argument("--grid-cols", type=int, default=None, help="images per grid row (default: square)")
 
@@ -76,7 +78,13 @@ def register(sub) -> None:
 def load_pipeline(path: str, device: str):
     from ..pipeline import DLCPipeline
 
-    return DLCPipeline.from_pretrained(path).to(device)
+    return DLCPipeline.from_pretrained(path).to(resolve_device(device))
+
+
+def resolve_device(device: str) -> str:
+    from accelerate import PartialState
+
+    return str(PartialState().device) if device == "auto" else device
 
 
 def distributed() -> tuple[int, int]:
@@ -167,7 +175,7 @@ def common_settings(verb: str, args, pipe) -> dict:
 
     return {"verb": verb, "model": str(args.model), "seed": args.seed, "start": args.start,
             "guidance_scale": args.guidance_scale, "num_inference_steps": args.steps,
-            "sampler": args.sampler or "default", "batch_size": args.batch_size, "device": args.device,
+            "sampler": args.sampler or "default", "batch_size": args.batch_size, "device": resolve_device(args.device),
             "pipeline": type(pipe).__name__, "dlc_version": dlc.__version__}
 
 
