@@ -140,3 +140,40 @@ def test_two_processes_split_the_indices_and_match_one_process(stub, tmp_path, m
     names_two, two = read(tmp_path / "two")
     assert names_one == names_two and torch.equal(one, two)
     assert json.loads((tmp_path / "two" / "settings.json").read_text())["num_images"] == 5
+
+
+# --------------------------------------------------------------------------------------------
+# The real pipeline, on a DiT trained for one step
+
+
+@pytest.fixture(scope="module")
+def tiny_dit_run(tmp_path_factory):
+    pytest.importorskip("dlc.pipeline")
+    from dlc.commands.train import load_stage_config
+
+    run_dir = tmp_path_factory.mktemp("dit") / "run"
+    module, config = load_stage_config("dit", "emoji", [
+        "condition.kind=random", f"condition.code_length={L}", f"condition.random_vocab={V}", "model.arch=DiT-N/8",
+        "train.steps=1", "train.batch_size=4", "train.checkpoint_every=1", "train.sample_every=0",
+        "sample.num=2", "sample.steps=2", f"run_dir={run_dir}"])
+    module.train(config)
+    return run_dir
+
+
+def test_sample_command_on_a_saved_pipeline(tiny_dit_run, tmp_path):
+    codes = torch.randint(0, V, (3, L), generator=torch.Generator().manual_seed(0))
+    save_codes(tmp_path / "codes.npy", codes)
+    common = ["--codes", str(tmp_path / "codes.npy"), "--steps", "2", "--seed", "5", "--device", "cpu"]
+    assert main(["sample", str(tiny_dit_run), *common, "--out", str(tmp_path / "a"), "--batch-size", "3", "--npz"]) == 0
+    assert main(["sample", str(tiny_dit_run), *common, "--out", str(tmp_path / "b"), "--batch-size", "1"]) == 0
+    names, a = read(tmp_path / "a")
+    _, b = read(tmp_path / "b")
+    assert names == ["000000.png", "000001.png", "000002.png"] and a.shape == (3, 32, 32, 3)
+    assert torch.equal(a, b)  # batch size does not change any image
+    assert a.float().std() > 0 and not torch.equal(a[0], a[1])
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert settings["num_inference_steps"] == 2 and settings["seed"] == 5 and settings["model"] == str(tiny_dit_run)
+    assert np.load(tmp_path / "a" / "samples.npz")["arr_0"].shape == (3, 32, 32, 3)
+    assert main(["sample", str(tiny_dit_run), *common, "--out", str(tmp_path / "c"), "--start", "2"]) == 0
+    names, c = read(tmp_path / "c")
+    assert names == ["000002.png"] and torch.equal(c[0], a[2])
