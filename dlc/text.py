@@ -287,9 +287,10 @@ class CodeGenerationMixin:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], num_per_prompt: int = 1, seed: int = 0, steps: int | None = None,
                  temperature: float = 0.2, remasking: str = "low_confidence", guidance_scale: float = 0.0,
-                 batch_size: int = 256) -> torch.Tensor:
+                 batch_size: int = 256, indices: Sequence[int] | None = None) -> torch.Tensor:
         """Codes (len(prompts) * num_per_prompt, L) long in [0, V); row i = prompt i // num_per_prompt.
-        ``steps`` defaults to L (one token per step); row i depends only on (seed, i)."""
+        ``steps`` defaults to L (one token per step); row i depends only on (seed, i), or on
+        (seed, indices[i]) when a caller generates a shard of a larger run."""
         if isinstance(prompts, str):
             prompts = [prompts]
         layout = self.layout
@@ -297,10 +298,14 @@ class CodeGenerationMixin:
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
+        indices = list(range(len(text)) if indices is None else indices)
+        if len(indices) != len(text):
+            raise ConfigError(f"{len(indices)} sample indices for {len(text)} samples")
         out = []
         for start in range(0, len(text), batch_size):
             rows = range(start, min(start + batch_size, len(text)))
-            out.append(generate_codes(self, layout, [text[i] for i in rows], SampleRNG(seed, rows, device),
+            rng = SampleRNG(seed, [indices[i] for i in rows], device)
+            out.append(generate_codes(self, layout, [text[i] for i in rows], rng,
                                       steps or layout.code_length, temperature, remasking, guidance_scale,
                                       self.config.max_text_length, device).cpu())
         self.train(was_training)

@@ -94,6 +94,8 @@ def test_sample_i_depends_only_on_seed_and_index():
     assert torch.equal(full, again)
     head = model.generate(CAPTIONS[:2], num_per_prompt=2, seed=7, steps=4, temperature=1.0)
     assert torch.equal(head, full[:4])
+    shard = model.generate(CAPTIONS[2:], num_per_prompt=2, seed=7, steps=4, temperature=1.0, indices=range(4, 8))
+    assert torch.equal(shard, full[4:])
     other = model.generate(CAPTIONS, num_per_prompt=2, seed=8, steps=4, temperature=1.0)
     assert not torch.equal(other, full)
 

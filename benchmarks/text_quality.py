@@ -1,0 +1,124 @@
+"""Prompt fidelity of a trained text-to-code model, at the code level.
+
+A subgroup probe (multinomial logistic regression on one-hot codes, fitted on the training codes)
+reads the class out of generated codes: how often does a prompt's code decode to the prompted
+emoji's subgroup? Reported for training prompts and for the held-out compositional prompts
+(dlc/holdout.py), against the chance rate, the majority rate and uniformly random codes, with the
+probe's accuracy on the real codes as the ceiling. Diversity: the mean pairwise Hamming distance
+(fraction of positions) between codes generated for the same prompt, and the fraction of distinct
+codes.
+
+    nice .venv/bin/python benchmarks/text_quality.py --run runs/emoji/text --out text_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+import dlc  # noqa: F401  (torchvision fix)
+from dlc import text
+from dlc.config import load_config
+from dlc.holdout import heldout_emoji
+
+
+def fit_probe(codes: torch.Tensor, labels: torch.Tensor, vocab: int, classes: int, steps: int = 300):
+    """Logistic regression on one-hot codes (L*V features): codes (N, L) -> logits (N, classes)."""
+    torch.manual_seed(0)
+    L = codes.shape[1]
+    probe = torch.nn.Linear(L * vocab, classes)
+    features = F.one_hot(codes, vocab).flatten(1).float()
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-5)
+    for _ in range(steps):
+        loss = F.cross_entropy(probe(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return lambda c: probe(F.one_hot(c, vocab).flatten(1).float()).argmax(-1)
+
+
+def accuracy(predict, codes: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((predict(codes) == labels).float().mean())
+
+
+def diversity(codes: torch.Tensor, per_prompt: int) -> dict:
+    groups = codes.view(-1, per_prompt, codes.shape[1])
+    distance = (groups[:, :, None] != groups[:, None]).float().mean(-1)  # (P, k, k)
+    pairs = per_prompt * (per_prompt - 1)
+    return {"hamming": float(distance.sum((1, 2)).div(pairs).mean()),
+            "distinct": float(sum(len({tuple(r) for r in g.tolist()}) for g in groups) / codes.shape[0])}
+
+
+def _shuffled(targets: torch.Tensor, per_prompt: int) -> torch.Tensor:
+    """Each prompt's codes paired with the next prompt's class."""
+    return targets.view(-1, per_prompt).roll(1, 0).flatten()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="runs/emoji/text", help="a trained text run directory")
+    parser.add_argument("--train-prompts", type=int, default=200, help="training captions to prompt with")
+    parser.add_argument("--per-prompt", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=None, help="generation steps (default L)")
+    parser.add_argument("--temperature", type=float, default=0.2)
+    parser.add_argument("--remasking", default="low_confidence", choices=sorted(text.REMASKING))
+    parser.add_argument("--guidance-scale", type=float, default=0.0)
+    parser.add_argument("--out", default="text_quality.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    config = load_config(text.CONFIG, f"{args.run}/config.yaml")
+    model = text.load_text_model(args.run)
+    pairs, L, V, _ = text.training_pairs(config)
+    data, codes = pairs.dataset, pairs.codes
+    labels = torch.as_tensor(data.labels)
+    probe = fit_probe(codes, labels, V, data.num_classes)
+
+    everything = config.data.load("all")
+    label_of = dict(zip(everything.captions, everything.labels.tolist()))
+    g = torch.Generator().manual_seed(0)
+    train_rows = [pairs.indices[i] for i in torch.randperm(len(pairs.indices), generator=g)[: args.train_prompts]]
+    _, held_captions = heldout_emoji(everything)
+    prompts = {"train": [data.captions[i] for i in train_rows], "heldout": held_captions}
+
+    sample = dict(steps=args.steps, temperature=args.temperature, remasking=args.remasking,
+                  guidance_scale=args.guidance_scale)
+    result = {"run": args.run, "L": L, "V": V, "classes": data.num_classes, "per_prompt": args.per_prompt, **sample,
+              "chance": 1 / data.num_classes, "majority": float(labels.bincount().max() / len(labels)),
+              "probe_on_real_train_codes": accuracy(probe, codes, labels)}
+    for split, captions in prompts.items():
+        targets = torch.tensor([label_of[c] for c in captions]).repeat_interleave(args.per_prompt)
+        started = time.time()
+        generated = model.generate(captions, args.per_prompt, seed=0, **sample)
+        seconds = time.time() - started
+        random_codes = torch.randint(0, V, generated.shape, generator=g)
+        result[split] = {"prompts": len(captions), "probe_acc_generated": accuracy(probe, generated, targets),
+                         "probe_acc_random_codes": accuracy(probe, random_codes, targets),
+                         # prompt-blind baselines: the split's majority-class rate, and codes scored
+                         # against another prompt's class (a model that ignores prompts scores this)
+                         "majority_rate": float((targets == labels.bincount().argmax()).float().mean()),
+                         "probe_acc_shuffled_prompts": accuracy(probe, generated, _shuffled(targets, args.per_prompt)),
+                         "seconds_per_code": seconds / len(generated), **diversity(generated, args.per_prompt)}
+        if split == "train":
+            real = codes[torch.tensor(train_rows)].repeat_interleave(args.per_prompt, 0)
+            result[split]["token_match_real"] = float((generated == real).float().mean())
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"{'prompts':<8} {'n':>4} {'probe acc':>9} {'shuffled':>8} {'random':>7} {'majority':>8} {'chance':>7} "
+          f"{'hamming':>8} {'distinct':>8}")
+    for split in prompts:
+        r = result[split]
+        print(f"{split:<8} {r['prompts']:>4} {r['probe_acc_generated']:>9.3f} {r['probe_acc_shuffled_prompts']:>8.3f} "
+              f"{r['probe_acc_random_codes']:>7.3f} {r['majority_rate']:>8.3f} {result['chance']:>7.3f} "
+              f"{r['hamming']:>8.3f} {r['distinct']:>8.3f}")
+    print(f"probe on real training codes: {result['probe_on_real_train_codes']:.3f}; wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
