@@ -4,7 +4,9 @@ A subgroup probe (multinomial logistic regression on one-hot codes, fitted on th
 reads the class out of generated codes: how often does a prompt's code decode to the prompted
 emoji's subgroup? Reported for training prompts and for the held-out compositional prompts
 (dlc/holdout.py), against the chance rate, the majority rate and uniformly random codes, with the
-probe's accuracy on the real codes as the ceiling. Diversity: the mean pairwise Hamming distance
+probe's accuracy on the real codes as the ceiling. With --pipeline and --encoder, the same prompts'
+codes also go through the DiT, and a subgroup probe on the encoder's features of real images
+classifies the generated images (against images from random codes). Diversity: the mean pairwise Hamming distance
 (fraction of positions) between codes generated for the same prompt, and the fraction of distinct
 codes.
 
@@ -54,6 +56,40 @@ def diversity(codes: torch.Tensor, per_prompt: int) -> dict:
             "distinct": float(sum(len({tuple(r) for r in g.tolist()}) for g in groups) / codes.shape[0])}
 
 
+def image_fidelity(args, data, prompts_codes: dict, labels_of: dict, V: int) -> dict:
+    """Images from generated codes (and from random codes) through the DLC pipeline, classified by
+    a subgroup probe on the encoder's continuous features of the real training images."""
+    import numpy as np
+
+    from dlc.data import to_float
+    from dlc.encoder import DLCEncoder
+
+    pipe = dlc.DLCPipeline.from_pretrained(args.pipeline)
+    encoder = DLCEncoder.from_pretrained(args.encoder).eval()
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([encoder.features(to_float(images[i:i + 128])) for i in range(0, len(images), 128)])
+
+    probe = torch.nn.Linear(features(data.images[:1]).shape[1], data.num_classes)
+    real, labels = features(data.images), torch.as_tensor(data.labels)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = F.cross_entropy(probe(real), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out = {"probe_on_real_train_images": float((probe(real).argmax(-1) == labels).float().mean())}
+    g = torch.Generator().manual_seed(1)
+    for split, codes in prompts_codes.items():
+        for name, c in (("generated", codes), ("random_codes", torch.randint(0, V, codes.shape, generator=g))):
+            pil = pipe(codes=c, seed=0, num_inference_steps=args.dit_steps, guidance_scale=args.dit_guidance)
+            images = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in pil])).permute(0, 3, 1, 2)
+            with torch.no_grad():
+                hits = probe(features(images)).argmax(-1) == labels_of[split]
+            out[f"{split}_image_probe_acc_{name}"] = float(hits.float().mean())
+    return out
+
+
 def _shuffled(targets: torch.Tensor, per_prompt: int) -> torch.Tensor:
     """Each prompt's codes paired with the next prompt's class."""
     return targets.view(-1, per_prompt).roll(1, 0).flatten()
@@ -68,6 +104,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--remasking", default="low_confidence", choices=sorted(text.REMASKING))
     parser.add_argument("--guidance-scale", type=float, default=0.0)
+    parser.add_argument("--pipeline", help="a DLC pipeline run (DiT) for image-level fidelity (optional)")
+    parser.add_argument("--encoder", help="the encoder (model folder) whose features the image probe uses")
+    parser.add_argument("--dit-steps", type=int, default=50)
+    parser.add_argument("--dit-guidance", type=float, default=1.0)
     parser.add_argument("--out", default="text_quality.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -91,11 +131,13 @@ def main(argv=None) -> dict:
     result = {"run": args.run, "L": L, "V": V, "classes": data.num_classes, "per_prompt": args.per_prompt, **sample,
               "chance": 1 / data.num_classes, "majority": float(labels.bincount().max() / len(labels)),
               "probe_on_real_train_codes": accuracy(probe, codes, labels)}
+    generated_codes, targets_of = {}, {}
     for split, captions in prompts.items():
         targets = torch.tensor([label_of[c] for c in captions]).repeat_interleave(args.per_prompt)
         started = time.time()
         generated = model.generate(captions, args.per_prompt, seed=0, **sample)
         seconds = time.time() - started
+        generated_codes[split], targets_of[split] = generated, targets
         random_codes = torch.randint(0, V, generated.shape, generator=g)
         result[split] = {"prompts": len(captions), "probe_acc_generated": accuracy(probe, generated, targets),
                          "probe_acc_random_codes": accuracy(probe, random_codes, targets),
@@ -107,6 +149,8 @@ def main(argv=None) -> dict:
         if split == "train":
             real = codes[torch.tensor(train_rows)].repeat_interleave(args.per_prompt, 0)
             result[split]["token_match_real"] = float((generated == real).float().mean())
+    if args.pipeline and args.encoder:
+        result["images"] = image_fidelity(args, data, generated_codes, targets_of, V)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(f"{'prompts':<8} {'n':>4} {'probe acc':>9} {'shuffled':>8} {'random':>7} {'majority':>8} {'chance':>7} "

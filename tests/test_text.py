@@ -201,3 +201,17 @@ def test_huggingface_lora_trains_new_embeddings(tmp_path):
     assert not any("attention.self.query.base_layer" in n for n in trainable)
     model.save_pretrained(tmp_path / "merged")
     assert load_text_model(tmp_path / "merged").generate(["red apple"], steps=2).shape == (1, 4)
+
+
+def test_training_with_codes_from_a_frozen_encoder(tmp_path):
+    from dlc.encoder import DLCEncoder
+
+    encoder = DLCEncoder(backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2),
+                         code_length=6, vocab_size=10)
+    encoder.save_pretrained(tmp_path / "encoder")
+    run = text.train(tiny_config(tmp_path / "run", "train.steps=2", "codes.source=encoder",
+                                 f"codes.encoder={tmp_path / 'encoder'}"))
+    model = load_text_model(run.root)
+    assert (model.config.code_length, model.config.vocab_size) == (6, 10)
+    codes = model.generate(["red apple"], 2, steps=3)
+    assert codes.shape == (2, 6) and codes.max() < 10
