@@ -327,7 +327,7 @@ def _denoise(model: CodePrior, x: torch.Tensor, t: float, temperature: float,
 def markov_codes(num: int, code_length: int, vocab_size: int, seed: int = 0) -> torch.Tensor:
     """Codes from a fixed random first-order Markov chain (sparse Dirichlet(0.1) transitions): a
     source with long-range structure and a known entropy (``markov_entropy_bits``)."""
-    start, trans = _markov_source(vocab_size, seed)
+    start, trans = markov_source(vocab_size, seed)
     g = torch.Generator().manual_seed(seed + 1)
     x = [torch.multinomial(start.expand(num, -1), 1, generator=g)[:, 0]]
     for _ in range(code_length - 1):
@@ -335,7 +335,8 @@ def markov_codes(num: int, code_length: int, vocab_size: int, seed: int = 0) -> 
     return torch.stack(x, 1)
 
 
-def _markov_source(vocab_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def markov_source(vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start distribution (V,), transition matrix (V, V)) of ``markov_codes``."""
     rng = np.random.default_rng(seed)
     start = rng.dirichlet(np.full(vocab_size, 0.5))
     trans = rng.dirichlet(np.full(vocab_size, 0.1), size=vocab_size)
@@ -344,7 +345,7 @@ def _markov_source(vocab_size: int, seed: int) -> tuple[torch.Tensor, torch.Tens
 
 def markov_entropy_bits(code_length: int, vocab_size: int, seed: int = 0) -> float:
     """The exact entropy of ``markov_codes`` in bits per token (the floor any model can reach)."""
-    start, trans = _markov_source(vocab_size, seed)
+    start, trans = markov_source(vocab_size, seed)
 
     def entropy(p):
         return -(p * torch.log2(p.clamp_min(1e-300))).sum(-1)
@@ -356,18 +357,27 @@ def markov_entropy_bits(code_length: int, vocab_size: int, seed: int = 0) -> flo
     return total / code_length
 
 
+def markov_nll_bits(codes: torch.Tensor, vocab_size: int, seed: int = 0) -> float:
+    """Mean -log2 p(code) / L under the true ``markov_codes`` source: a sample-quality score for a
+    prior trained on it (real codes score ``markov_entropy_bits`` on average)."""
+    start, trans = markov_source(vocab_size, seed)
+    logp = start.log()[codes[:, 0]] + trans.log()[codes[:, :-1], codes[:, 1:]].sum(1)
+    return (-logp.mean() / codes.shape[1] / LN2).item()
+
+
 def emoji_colour_codes(num: int, code_length: int, vocab_size: int, seed: int = 0) -> torch.Tensor:
-    """Codes read off the emoji training images: position i = the mean colour of patch i of a
-    sqrt(L) x sqrt(L) grid, each channel quantised to V^(1/3) levels (L=16, V=64: 4x4 patches,
-    4 levels). Image-grounded, spatially correlated codes; ``num`` and ``seed`` are unused."""
+    """Codes read off the emoji training images: position i = the mean colour of patch i of an
+    h x w grid (h w = L, h the largest divisor of L up to sqrt(L)), each channel quantised to
+    V^(1/3) levels (L=32, V=64: 4x8 patches, 4 levels). Image-grounded, spatially correlated codes
+    of any length; ``num`` and ``seed`` are unused (one code per training emoji)."""
     from .data import load
 
-    grid, levels = round(code_length ** 0.5), round(vocab_size ** (1 / 3))
-    if grid * grid != code_length or levels**3 != vocab_size:
-        raise ConfigError(f"synthetic:emoji-colours needs a square L and a cube V (e.g. L=16, V=64); "
-                          f"got L={code_length}, V={vocab_size}")
+    levels = round(vocab_size ** (1 / 3))
+    if levels**3 != vocab_size:
+        raise ConfigError(f"synthetic:emoji-colours needs V = levels^3 (8, 27, 64, 125, ...); got V={vocab_size}")
+    h = max(d for d in range(1, int(code_length**0.5) + 1) if code_length % d == 0)
     images = load("emoji", size=32, split="train").images.float() / 255.0
-    means = F.adaptive_avg_pool2d(images, grid)  # (N, 3, g, g)
+    means = F.adaptive_avg_pool2d(images, (h, code_length // h))  # (N, 3, h, w)
     q = (means * levels).long().clamp_(max=levels - 1)
     return (q[:, 0] * levels * levels + q[:, 1] * levels + q[:, 2]).flatten(1)
 
@@ -468,20 +478,25 @@ class PriorRunConfig:
 CONFIG = PriorRunConfig
 
 
-def build(config: PriorRunConfig) -> tuple[CodePrior, torch.utils.data.Dataset, torch.Tensor, torch.Tensor | None]:
-    """(model, training dataset, held-out codes, all training codes or None for shards)."""
+def load_data(config: PriorRunConfig) -> tuple[torch.utils.data.Dataset, torch.Tensor, torch.Tensor | None]:
+    """(training dataset, held-out codes, training codes or None for shards), checked against L and V."""
     m, data = config.model, config.data
     if data.codes.startswith("webdataset:"):
         if not (m.code_length and m.vocab_size and data.eval_codes):
             raise ConfigError("codes from shards need model.code_length, model.vocab_size and data.eval_codes")
-        dataset, train_codes = ShardCodes(data.codes.split(":", 1)[1], m.code_length, m.vocab_size), None
         heldout = load_codes(data.eval_codes, m.code_length, m.vocab_size)
-    else:
-        codes = read_codes(data, m.code_length, m.vocab_size)
-        train_codes, heldout = split_holdout(codes, data.holdout)
-        if data.eval_codes:
-            heldout = load_codes(data.eval_codes, codes.shape[1], m.vocab_size)
-        dataset = CodeDataset(train_codes)
+        return ShardCodes(data.codes.split(":", 1)[1], m.code_length, m.vocab_size), heldout, None
+    codes = read_codes(data, m.code_length, m.vocab_size)
+    train_codes, heldout = split_holdout(codes, data.holdout)
+    if data.eval_codes:
+        heldout = load_codes(data.eval_codes, codes.shape[1], m.vocab_size)
+    return CodeDataset(train_codes), heldout, train_codes
+
+
+def build(config: PriorRunConfig) -> tuple[CodePrior, torch.utils.data.Dataset, torch.Tensor, torch.Tensor | None]:
+    """(model, training dataset, held-out codes, training codes or None for shards)."""
+    m = config.model
+    dataset, heldout, train_codes = load_data(config)
     L = m.code_length or train_codes.shape[1]
     V = m.vocab_size or int(train_codes.max()) + 1
     model = create_prior(m.size, code_length=L, vocab_size=V, rotary=m.rotary,
@@ -505,7 +520,7 @@ def train(config: PriorRunConfig) -> RunDir:
         ema_model.eval()
         bits = heldout_bits(ema_model, heldout) if len(heldout) else float("nan")
         s = config.sample
-        codes = ema_model.sample(s.num, seed=0, steps=s.steps, temperature=s.temperature, eta=s.eta)
+        codes = ema_model.sample(s.num, seed=0, steps=s.steps, temperature=s.temperature, eta=s.eta).cpu()
         save_codes(run_dir.samples / f"codes-{step:07d}.npy", codes)
         stats = code_statistics(codes, heldout) if len(heldout) else {}
         run_dir.log_metrics(step, heldout_bits=bits, **{f"sample_{k}": v for k, v in stats.items()})

@@ -257,3 +257,55 @@ def test_training_beats_the_unigram_baseline(tmp_path):
     unigram = rows[0]["unigram_bits"]
     heldout = [r["heldout_bits"] for r in rows if "heldout_bits" in r][-1]
     assert heldout < unigram - 0.3
+
+
+class Oracle(torch.nn.Module):
+    """The exact denoiser of a known joint over (x_0, x_1): p(x0_i | unmasked positions), so the
+    sampler's output distribution can be checked against the truth."""
+
+    def __init__(self, joint: torch.Tensor):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.joint = joint  # (V, V)
+        self.config = SimpleNamespace(code_length=2, vocab_size=joint.shape[0], noise_eps=1e-3,
+                                      time_conditioning=False)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x_t, t):
+        V = self.config.vocab_size
+        w = self.joint.expand(len(x_t), V, V).clone()
+        for i, keep in ((0, x_t[:, 0]), (1, x_t[:, 1])):
+            seen = keep < V
+            onehot = F.one_hot(keep.clamp(max=V - 1), V).float() * seen[:, None] + (~seen[:, None]).float()
+            w = w * (onehot[:, :, None] if i == 0 else onehot[:, None, :])
+        return torch.stack([w.sum(2), w.sum(1)], 1).clamp_min(1e-30).log()
+
+
+@pytest.mark.parametrize("steps,eta", [(64, 0.0), (128, 0.01), (1, 0.0)])
+def test_sampler_reproduces_a_known_joint(steps, eta):
+    from dlc.prior import sample_codes
+
+    joint = torch.tensor([[0.30, 0.02, 0.01], [0.02, 0.30, 0.01], [0.01, 0.03, 0.30]])
+    joint = joint / joint.sum()
+    codes = sample_codes(Oracle(joint), 4000, seed=0, steps=steps, eta=eta)
+    freq = torch.bincount(codes[:, 0] * 3 + codes[:, 1], minlength=9).float().view(3, 3) / len(codes)
+    independent = joint.sum(1)[:, None] * joint.sum(0)[None]
+    # one step unmasks both positions at once, independently: the product of the marginals. The
+    # corrector at the paper's eta = 0.01 keeps the joint (a large eta does not: each step then
+    # unmasks a fixed fraction, so positions are often drawn together, independently)
+    target = independent if steps == 1 else joint
+    assert 0.5 * (freq - target).abs().sum() < 0.03
+    assert 0.5 * (freq - (joint if steps == 1 else independent)).abs().sum() > 0.3
+
+
+@pytest.mark.parametrize("preset", ["emoji", "fashion", "imagenet"])
+def test_presets_load(preset):
+    from dlc.commands.train import load_stage_config
+
+    module, config = load_stage_config("prior", preset, [])
+    assert module.CONFIG is CONFIG and config.train.steps > 0
+    if preset == "imagenet":  # the paper's settings
+        assert (config.model.size, config.model.code_length, config.model.vocab_size) == ("medium", 512, 256)
+        assert (config.train.lr, config.train.batch_size, config.train.warmup_steps) == (3e-4, 512, 2500)
+        assert (config.sample.steps, config.sample.eta) == (4096, 0.01)
