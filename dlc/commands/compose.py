@@ -7,17 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DLCError
-from .sample import (
-    add_generation_args,
-    common_settings,
-    generate,
-    generation_kwargs,
-    image_files,
-    load_pipeline,
-    open_images,
-    shard,
-    write_outputs,
-)
+from . import sample as common
 
 
 def register(sub) -> None:
@@ -30,7 +20,7 @@ def register(sub) -> None:
         "temperature --tau (the authors' code; the same as random for tau -> 0). Positions where all "
         "sources agree never change. The composed codes are saved to OUT/codes.npy.",
     )
-    add_generation_args(parser, "composed")
+    common.add_generation_args(parser, "composed")
     parser.add_argument("-n", "--num", type=int, default=8, help="how many composed images (default: %(default)s)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", nargs="+", metavar="IMAGE", help="two or more source images")
@@ -67,8 +57,8 @@ def sources_from_args(args, pipe) -> tuple[list[torch.Tensor], list[str]]:
         if not args.rows or min(args.rows) < 0 or max(args.rows) >= len(codes):
             raise DLCError(f"--codes needs --rows: two or more row numbers in [0, {len(codes)})")
         return [codes[r] for r in args.rows], [f"{args.codes}[{r}]" for r in args.rows]
-    files = image_files(args.images)
-    return image_sources(pipe, open_images(files)), [str(f) for f in files]
+    files = common.image_files(args.images)
+    return image_sources(pipe, common.open_images(files)), [str(f) for f in files]
 
 
 def image_sources(pipe, pil_images) -> list[torch.Tensor]:
@@ -87,7 +77,7 @@ def image_sources(pipe, pil_images) -> list[torch.Tensor]:
 def run(args) -> int:
     from ..compose import compose
 
-    pipe = load_pipeline(args.model, args.device)
+    pipe = common.load_pipeline(args.model, args.device)
     sources, described = sources_from_args(args, pipe)
     if len(sources) < 2:
         raise DLCError(f"composition needs two or more sources; got {len(sources)}")
@@ -95,10 +85,10 @@ def run(args) -> int:
     mask = parse_positions(args.mask, length) if args.mask else None
     codes = compose(sources, n=args.start + args.num, seed=args.seed, method=args.method, weights=args.weights,
                     mask=mask, tau=args.tau)
-    indices = shard(list(range(args.start, args.start + args.num)))
-    images = generate(pipe, indices, codes[indices], **generation_kwargs(args))
-    settings = {**common_settings("compose", args, pipe), "sources": described, "method": args.method,
+    indices = common.shard(list(range(args.start, args.start + args.num)))
+    images = common.generate(pipe, indices, codes[indices], **common.generation_kwargs(args))
+    settings = {**common.common_settings("compose", args, pipe), "sources": described, "method": args.method,
                 "weights": args.weights, "mask": args.mask, "tau": args.tau, "num": args.num}
-    write_outputs(Path(args.out), images, indices, settings, codes=codes[args.start:], npz=args.npz,
+    common.write_outputs(Path(args.out), images, indices, settings, codes=codes, npz=args.npz,
                   grid_cols=args.grid_cols)
     return 0

@@ -6,7 +6,7 @@ folder::
 
     OUT/images/000000.png ...   numbered lossless PNGs (index = global sample index)
     OUT/grid.png                all samples in a grid
-    OUT/codes.npy               the codes used (uint16 (N, L)), when known
+    OUT/codes.npy               the codes used (uint16, row i = sample i), when known
     OUT/settings.json           every setting, so any image can be regenerated exactly
     OUT/samples.npz             with --npz: arr_0 uint8 (N, H, W, C) for the ADM evaluator
 

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .sample import (
-    add_generation_args,
-    common_settings,
-    generate,
-    generation_kwargs,
-    load_pipeline,
-    shard,
-    write_outputs,
-)
+from . import sample as common
 
 
 def register(sub) -> None:
@@ -21,17 +13,17 @@ def register(sub) -> None:
         description="Generate codes from each caption with the pipeline's text-to-code model, then images "
         "with the DiT. Sample i is prompt i // NUM's image number i %% NUM; it depends only on (seed, i).",
     )
-    add_generation_args(parser, "text2img")
+    common.add_generation_args(parser, "text2img")
     parser.add_argument("prompts", nargs="+", help="one or more captions, e.g. 'red apple'")
     parser.add_argument("-n", "--num", type=int, default=4, help="images per prompt (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    pipe = load_pipeline(args.model, args.device)
+    pipe = common.load_pipeline(args.model, args.device)
     prompts = [p for p in args.prompts for _ in range(args.num)]
-    indices = shard(list(range(args.start, len(prompts))))
-    images = generate(pipe, indices, prompts=[prompts[i] for i in indices], **generation_kwargs(args))
-    settings = {**common_settings("text2img", args, pipe), "prompts": args.prompts, "num_per_prompt": args.num}
-    write_outputs(Path(args.out), images, indices, settings, npz=args.npz, grid_cols=args.grid_cols)
+    indices = common.shard(list(range(args.start, len(prompts))))
+    images = common.generate(pipe, indices, prompts=[prompts[i] for i in indices], **common.generation_kwargs(args))
+    settings = {**common.common_settings("text2img", args, pipe), "prompts": args.prompts, "num_per_prompt": args.num}
+    common.write_outputs(Path(args.out), images, indices, settings, npz=args.npz, grid_cols=args.grid_cols)
     return 0
