@@ -2,7 +2,7 @@
 sweep (statistics of sampled codes against real ones, time per code) and optional eta values.
 
     python benchmarks/prior_quality.py --run runs/emoji/prior --out prior_quality.json
-    python benchmarks/prior_quality.py --run RUN --steps 16 32 64 128 256 1024 --etas 0.01 0.05
+    python benchmarks/prior_quality.py --run RUN --steps 16 32 64 128 256 1024 --etas 0.01 0.05 --temperatures 0.9
 
 Reference and noise floor: the run's training codes are split into ``num`` "real" codes and the
 rest (the reference); sampled codes (also ``num``) and the real ones are compared with the same
@@ -44,8 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a trained prior run directory")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64, 128, 256, 1024])
-    parser.add_argument("--etas", type=float, nargs="*", default=[], help="remasking eta values (at --eta-steps)")
-    parser.add_argument("--eta-steps", type=int, default=128)
+    parser.add_argument("--etas", type=float, nargs="*", default=[], help="remasking eta values (at --at-steps)")
+    parser.add_argument("--temperatures", type=float, nargs="*", default=[], help="temperatures (at --at-steps)")
+    parser.add_argument("--at-steps", type=int, default=128)
     parser.add_argument("--num", type=int, default=1000, help="sampled codes per setting")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--elbo-samples", type=int, default=32, help="noise draws per held-out code")
@@ -70,23 +71,26 @@ def main() -> None:
     if markov_v:
         result["source_entropy_bits"] = markov_entropy_bits(prior.config.code_length, V)
     result["rows"].append(row("real", real, reference, markov_v))
-    settings = [(s, 0.0) for s in args.steps] + [(args.eta_steps, e) for e in args.etas]
-    for steps, eta in settings:
+    settings = ([(s, 0.0, 1.0) for s in args.steps] + [(args.at_steps, e, 1.0) for e in args.etas]
+                + [(args.at_steps, 0.0, temp) for temp in args.temperatures])
+    for steps, eta, temperature in settings:
         started = time.perf_counter()
-        codes = prior.sample(args.num, seed=0, steps=steps, eta=eta, batch_size=args.batch_size).cpu()
+        codes = prior.sample(args.num, seed=0, steps=steps, eta=eta, temperature=temperature,
+                             batch_size=args.batch_size).cpu()
         seconds = time.perf_counter() - started
-        result["rows"].append(row(f"prior {steps} steps" + (f" eta {eta}" if eta else ""), codes, reference,
-                                  markov_v, steps=steps, eta=eta, ms_per_code=1000 * seconds / args.num))
+        name = f"prior {steps} steps" + (f" eta {eta}" if eta else "") + (f" T {temperature}" if temperature != 1 else "")
+        result["rows"].append(row(name, codes, reference, markov_v, steps=steps, eta=eta, temperature=temperature,
+                                  ms_per_code=1000 * seconds / args.num))
     Path(args.out).write_text(json.dumps(result, indent=2))
 
     print(f"{args.run}: held-out {result['heldout_bits']:.3f} bits/token ({len(heldout)} codes); unigram "
           f"{result['unigram']['bits']:.3f} (alpha {result['unigram']['alpha']})"
           + (f"; source entropy {result['source_entropy_bits']:.3f}" if markov_v else ""))
     keys = ["marginal_tv", "pair_tv", "agreement_err", "unique"] + (["source_bits"] if markov_v else [])
-    print(f"{'setting':<24}" + "".join(f"{k:>15}" for k in keys) + f"{'ms/code':>10}")
+    print(f"{'setting':<30}" + "".join(f"{k:>15}" for k in keys) + f"{'ms/code':>10}")
     for r in result["rows"]:
         ms = f"{r['ms_per_code']:>10.2f}" if "ms_per_code" in r else f"{'':>10}"
-        print(f"{r['name']:<24}" + "".join(f"{r[k]:>15.4f}" for k in keys) + ms)
+        print(f"{r['name']:<30}" + "".join(f"{r[k]:>15.4f}" for k in keys) + ms)
 
 
 if __name__ == "__main__":

@@ -161,8 +161,9 @@ class CodePrior(ModelMixin, ConfigMixin):
                             start_index=start_index, batch_size=batch_size, window=window, progress=progress)
 
 
-# name -> (depth, width, heads). medium is SEDD-medium, the paper's prior.
-PRIOR_SIZES = {"medium": (24, 1024, 16), "small": (12, 768, 12), "tiny": (6, 256, 4), "nano": (4, 128, 4)}
+# name -> (depth, width, heads). medium is SEDD-medium, the paper's prior; nano is the CPU default.
+PRIOR_SIZES = {"medium": (24, 1024, 16), "small": (12, 768, 12), "tiny": (6, 256, 4), "nano": (4, 128, 4),
+               "micro": (2, 64, 2)}  # micro: smoke tests
 
 
 def create_prior(size: str, **kwargs) -> CodePrior:

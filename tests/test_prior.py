@@ -229,7 +229,7 @@ def test_code_statistics():
 
 def markov_config(tmp_path, steps, **extra):
     overrides = ["data.codes=synthetic:markov", "data.synthetic_num=600", f"model.code_length={L}",
-                 f"model.vocab_size={V}", "model.size=nano", f"train.steps={steps}", "train.batch_size=32",
+                 f"model.vocab_size={V}", "model.size=micro", f"train.steps={steps}", "train.batch_size=32",
                  "train.lr=2e-3", "train.log_every=5", "train.checkpoint_every=4", "sample.num=8",
                  "sample.steps=4", f"run_dir={tmp_path / 'run'}"] + [f"{k}={v}" for k, v in extra.items()]
     return load_config(CONFIG, overrides=overrides)
