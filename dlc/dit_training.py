@@ -12,15 +12,17 @@ The conditioning is chosen by ``condition.kind``, so the paper's baselines train
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 from .codes import load_codes
+from .config import load_config
 from .data import DataConfig, to_float, to_uint8
 from .diffusion import get_objective, sample
-from .dit import create_dit
-from .errors import ConfigError
+from .dit import DiT, create_dit
+from .errors import CheckpointError, ConfigError
 from .imageio import save_grid
 from .latents import make_latent_space
 from .runs import RunDir
@@ -112,11 +114,20 @@ def conditioning(config: DiTRunConfig, dataset) -> tuple[torch.Tensor | None, in
     return None, 0, 1, None
 
 
-def _model_dir(path: str):
-    from pathlib import Path
-
+def _model_dir(path) -> Path:
     path = Path(path)
     return path / "model" if (path / "model" / "config.json").exists() else path
+
+
+def load_dit_run(run_dir) -> tuple[DiT, object, object]:
+    """(EMA DiT in eval mode, objective, latent space) of a finished DiT run directory."""
+    run = RunDir(run_dir)
+    if not (run.model_dir / "config.json").exists():
+        raise CheckpointError(f"{run.model_dir} has no trained DiT (train one with `dlc train dit`)")
+    config = load_config(DiTRunConfig, run.config_path)
+    model = DiT.from_pretrained(run.model_dir).eval()
+    space = make_latent_space(config.latent, config.data.size, 3 if config.latent != "pixel" else model.config.in_channels)
+    return model, get_objective(config.objective), space
 
 
 def build(config: DiTRunConfig):

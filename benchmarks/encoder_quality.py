@@ -1,0 +1,82 @@
+"""Code quality of a trained SEM encoder against the same architecture at random init.
+
+Trains the encoder first when the run has no model yet, then measures on the dataset's test split:
+linear-probe and k-NN accuracy of the one-hot codes and of the continuous features, and code usage
+on the training split (distinct codes against distinct images). Writes JSON and prints a table.
+
+    python benchmarks/encoder_quality.py --config emoji
+    python benchmarks/encoder_quality.py --config fashion --out benchmarks/results/encoder_quality_fashion.json
+    python benchmarks/encoder_quality.py --config emoji model.code_length=16 run_dir=runs/sweep/l16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dlc.codes import evaluate_codes
+from dlc.commands.train import load_stage_config
+from dlc.encoder import DLCEncoder
+from dlc.runs import RunDir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="emoji", help="encoder config preset or YAML path")
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/encoder_quality_<dataset>.json)")
+    parser.add_argument("--train-limit", type=int, default=0, help="use the first N training images for probes (0: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_intermixed_args()
+    torch.set_num_threads(args.threads)
+    module, config = load_stage_config("encoder", args.config, args.overrides)
+    run = RunDir(config.run_dir)
+
+    train_seconds = None
+    if not (run.model_dir / "config.json").is_file():
+        started = time.time()
+        module.train(config)
+        train_seconds = time.time() - started
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trained = DLCEncoder.from_pretrained(run.root).to(device).eval()
+    torch.manual_seed(0)
+    random_init = DLCEncoder.from_config(trained.config).to(device).eval()
+
+    train, test = config.data.load("train"), config.data.load("test")
+    if args.train_limit:
+        train = train.subset(range(min(args.train_limit, len(train))))
+    results = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "dataset": config.data.dataset, "train_images": len(train), "test_images": len(test),
+        "code_length": trained.config.code_length, "vocab_size": trained.config.vocab_size,
+        "steps": config.train.steps, "train_seconds": train_seconds, "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "trained": evaluate_codes(trained, train, test),
+        "random_init": evaluate_codes(random_init, train, test),
+    }
+    out = Path(args.out or f"benchmarks/results/encoder_quality_{config.data.dataset}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"wrote {out}")
+
+
+def print_table(r: dict) -> None:
+    print(f"\n{r['dataset']}: L={r['code_length']} V={r['vocab_size']}, {r['steps']} steps"
+          + (f" in {r['train_seconds']:.0f} s" if r["train_seconds"] else ""))
+    print(f"{'encoder':<12} {'probe codes':>12} {'probe feats':>12} {'ratio':>6} {'kNN codes':>10} {'kNN feats':>10} "
+          f"{'distinct':>9} {'entropy':>8}")
+    for name in ("trained", "random_init"):
+        e = r[name]
+        print(f"{name:<12} {e['codes']['linear_probe']:>12.3f} {e['features']['linear_probe']:>12.3f} "
+              f"{e['probe_ratio']:>6.3f} {e['codes']['knn']:>10.3f} {e['features']['knn']:>10.3f} "
+              f"{e['usage']['distinct_code_ratio']:>9.3f} {e['usage']['entropy_fraction']:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""``dlc demo``: the whole pipeline on the emoji at 32x32, ending in runs/demo/report.html."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "demo", help="run the whole pipeline on colour emoji and write an HTML report",
+        description="Train the encoder, encode the emoji, train the DiT, the code prior and the text model, "
+        "sample, compose, evaluate, and write runs/demo/report.html (and report.md). Finished stages are "
+        "reused when re-run; --fresh starts over. Uses a GPU when there is one.",
+    )
+    parser.add_argument("--out", default="runs/demo", help="run directory (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run in a few minutes (tiny budgets; quality not expected)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every training budget (2 = twice as long, better results)")
+    parser.add_argument("--table", action="store_true",
+                        help="only the conditioning table (unconditional / class / prior DLC / encoded DLC)")
+    parser.add_argument("--no-table", action="store_true", help="skip the conditioning table's extra DiTs")
+    parser.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
+    parser.add_argument("--fid-samples", type=int, default=None, help="samples per FID (default: 500, quick: 64)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..demo import Demo
+
+    Demo(args.out, quick=args.quick, scale=args.scale, fresh=args.fresh, fid_samples=args.fid_samples,
+         table=not args.no_table, only_table=args.table).run()
+    return 0

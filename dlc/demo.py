@@ -1,0 +1,324 @@
+"""``dlc demo``: the whole pipeline on the 32x32 emoji, stage by stage, ending in a report.
+
+Stages (each a run directory under the demo root; a finished stage is reused on a re-run, an
+interrupted training resumes from its last checkpoint):
+
+    encoder  self-supervised SEM encoder            -> encoder/
+    codes    the emoji encoded to codes             -> codes/{train,test}.npy
+    dit      the DLC-conditioned DiT (pixels)       -> dit/
+    prior    the masked-diffusion code prior        -> prior/
+    text     the text-to-code model                 -> text/
+    table    the conditioning table's DiTs          -> table/{none,class,dlc}/
+    samples  reconstructions, prior samples, compositions, text-to-image -> report/*.png
+    evaluate FID for the table, code statistics     -> results.json
+    report   report.html and report.md
+
+Budgets are training steps, measured on 2 CPU cores; ``scale`` multiplies them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import data
+from .codes import load_codes, save_codes
+from .commands.train import load_stage_config
+from .data import to_float, to_uint8
+from .imageio import save_grid, save_pngs
+from .report import Section, plot_losses, write_report
+from .runs import RunDir
+
+
+@dataclass
+class Budget:
+    encoder_steps: int = 600
+    dit_steps: int = 2000
+    dit_arch: str = "DiT-T/4"
+    table_steps: int = 600
+    table_arch: str = "DiT-N/4"
+    prior_steps: int = 1500
+    text_steps: int = 1500
+    sample_steps: int = 25  # DiT sampler steps for pictures and FID
+    guidance: float = 3.0  # for pictures; the table uses no guidance, as the paper's ablation
+    fid_samples: int = 128
+    prior_sample_steps: int = 64
+
+    def scaled(self, scale: float) -> Budget:
+        steps = {k: max(1, round(v * scale)) for k, v in asdict(self).items() if k.endswith("_steps")
+                 and k not in ("sample_steps", "prior_sample_steps")}
+        return replace(self, **steps)
+
+
+QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=15, prior_steps=30, text_steps=30,
+               sample_steps=8, fid_samples=24, prior_sample_steps=16)
+
+# measured seconds per training step on 2 CPU cores, for the time estimates shown
+SECONDS_PER_STEP = {"encoder": 0.35, "DiT-T/4": 0.8, "DiT-N/4": 0.35, "prior": 0.12, "text": 0.12}
+
+
+class Demo:
+    def __init__(self, out: str = "runs/demo", quick: bool = False, scale: float = 1.0, fresh: bool = False,
+                 fid_samples: int | None = None, table: bool = True, only_table: bool = False):
+        self.root = Path(out)
+        if fresh and self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.budget = (QUICK if quick else Budget()).scaled(scale)
+        if fid_samples:
+            self.budget = replace(self.budget, fid_samples=fid_samples)
+        self.quick, self.table, self.only_table = quick, table or only_table, only_table
+        self.state_path = self.root / "demo.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.train_set = data.load("emoji", size=32, split="train")
+        self.test_set = data.load("emoji", size=32, split="test")
+        self.figures = self.root / "report"
+        self.figures.mkdir(exist_ok=True)
+
+    # ---- orchestration -----------------------------------------------------------------------------
+
+    def stages(self) -> list[tuple[str, callable, float]]:
+        b = self.budget
+        dit_min = b.dit_steps * SECONDS_PER_STEP.get(b.dit_arch, 1.0) / 60
+        table_min = 3 * b.table_steps * SECONDS_PER_STEP.get(b.table_arch, 1.0) / 60
+        stages = [
+            ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
+            ("codes", self.stage_codes, 0.3),
+            ("dit", self.stage_dit, dit_min),
+            ("prior", self.stage_prior, b.prior_steps * SECONDS_PER_STEP["prior"] / 60),
+            ("text", self.stage_text, b.text_steps * SECONDS_PER_STEP["text"] / 60),
+            ("table", self.stage_table, table_min),
+            ("samples", self.stage_samples, 2.0),
+            ("evaluate", self.stage_evaluate, 0.05 * b.fid_samples * (4 if self.table else 2) / 60 + 2),
+            ("report", self.stage_report, 0.1),
+        ]
+        if self.only_table:
+            keep = {"encoder", "codes", "prior", "table", "evaluate", "report"}
+            stages = [s for s in stages if s[0] in keep]
+        elif not self.table:
+            stages = [s for s in stages if s[0] != "table"]
+        return stages
+
+    def run(self) -> Path:
+        stages = self.stages()
+        total = sum(est for name, _, est in stages if name not in self.state)
+        print(f"dlc demo: {len(stages)} stages in {self.root}, about {total:.0f} min of work left on 2 CPU cores"
+              f"{' (quick smoke run)' if self.quick else ''}")
+        for number, (name, fn, estimate) in enumerate(stages, 1):
+            prefix = f"[{number}/{len(stages)}] {name}"
+            if name in self.state and name != "report":
+                print(f"{prefix}: done in an earlier run ({self.state[name]['seconds'] / 60:.1f} min), reused")
+                continue
+            print(f"{prefix}: starting (about {estimate:.1f} min)", flush=True)
+            started = time.time()
+            result = fn() or {}
+            self.state[name] = {"seconds": round(time.time() - started, 1), "result": result}
+            self.state_path.write_text(json.dumps(self.state, indent=1))
+            print(f"{prefix}: finished in {self.state[name]['seconds'] / 60:.1f} min", flush=True)
+        report = self.root / "report.html"
+        print(f"dlc demo: open {report}")
+        return report
+
+    def _train(self, stage: str, run: str, steps: int, *overrides: str) -> RunDir:
+        module, config = load_stage_config(stage, "emoji", [f"run_dir={self.root / run}", f"train.steps={steps}",
+                                                            *overrides])
+        if self.quick:
+            config.train.checkpoint_every = max(1, steps)
+        return module.train(config)
+
+    # ---- stages ------------------------------------------------------------------------------------
+
+    def stage_encoder(self) -> dict:
+        self._train("encoder", "encoder", self.budget.encoder_steps)
+        return {}
+
+    def encoder(self):
+        from .encoder import DLCEncoder
+
+        return DLCEncoder.from_pretrained(self.root / "encoder" / "model").eval()
+
+    def stage_codes(self) -> dict:
+        from .codes import batched, evaluate_codes
+
+        encoder = self.encoder()
+        for split, dataset in (("train", self.train_set), ("test", self.test_set)):
+            save_codes(self.root / "codes" / f"{split}.npy", batched(encoder.encode, dataset.images))
+        return evaluate_codes(encoder, self.train_set, self.test_set, progress=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoder().config.vocab_size
+
+    def stage_dit(self) -> dict:
+        b = self.budget
+        self._train("dit", "dit", b.dit_steps, f"model.arch={b.dit_arch}", "condition.kind=codes",
+                    f"condition.codes={self.root / 'codes' / 'train.npy'}", f"condition.vocab_size={self.vocab_size}",
+                    f"sample.guidance_scale={b.guidance}", f"sample.steps={b.sample_steps}")
+        return {}
+
+    def stage_prior(self) -> dict:
+        L = load_codes(self.root / "codes" / "train.npy").shape[1]
+        run = self._train("prior", "prior", self.budget.prior_steps, f"data.codes={self.root / 'codes' / 'train.npy'}",
+                          f"model.code_length={L}", f"model.vocab_size={self.vocab_size}")
+        return {"metrics": run.read_metrics()[-1]}
+
+    def stage_text(self) -> dict:
+        self._train("text", "text", self.budget.text_steps, "codes.source=codes",
+                    f"codes.codes={self.root / 'codes' / 'train.npy'}", f"codes.vocab_size={self.vocab_size}")
+        return {}
+
+    def stage_table(self) -> dict:
+        b = self.budget
+        common = [f"model.arch={b.table_arch}", f"sample.steps={b.sample_steps}"]
+        rows = {
+            "none": ["condition.kind=none"],
+            "class": ["condition.kind=class"],
+            "dlc": ["condition.kind=codes", f"condition.codes={self.root / 'codes' / 'train.npy'}",
+                    f"condition.vocab_size={self.vocab_size}"],
+        }
+        for name, overrides in rows.items():
+            print(f"  table: training the {name} DiT ({b.table_steps} steps)")
+            self._train("dit", f"table/{name}", b.table_steps, *common, *overrides)
+        return {}
+
+    # ---- sampling ----------------------------------------------------------------------------------
+
+    def dit(self, run: str):
+        from .dit_training import load_dit_run
+
+        return load_dit_run(self.root / run)
+
+    def generate(self, run: str, codes: torch.Tensor | None, num: int | None = None, guidance: float = 1.0,
+                 seed: int = 0, batch: int = 64) -> torch.Tensor:
+        """uint8 images from the DiT of ``run`` (codes (N, L), or None for unconditional)."""
+        from .diffusion import sample
+
+        model, objective, space = self.dit(run)
+        num = len(codes) if codes is not None else num
+        out = []
+        for start in range(0, num, batch):
+            stop = min(num, start + batch)
+            x = sample(model, objective, None if codes is None else codes[start:stop], num=stop - start, seed=seed,
+                       indices=range(start, stop), steps=self.budget.sample_steps, guidance_scale=guidance)
+            out.append(to_uint8(space.decode(x)).cpu())
+        return torch.cat(out)
+
+    def prior_codes(self, num: int, seed: int = 0) -> torch.Tensor:
+        from .prior import CodePrior
+
+        prior = CodePrior.from_pretrained(self.root / "prior" / "model").eval()
+        return prior.sample(num, seed=seed, steps=self.budget.prior_sample_steps)
+
+    def stage_samples(self) -> dict:
+        from .compose import compose
+        from .holdout import heldout_emoji
+        from .text import TextToCode
+
+        g, n = self.budget.guidance, 16
+        test_codes = load_codes(self.root / "codes" / "test.npy")
+        real = self.test_set.images[:n]
+        save_grid(real, self.figures / "real.png", labels=self.test_set.captions[:n], nrow=8, scale=2)
+        recon = self.generate("dit", test_codes[:n], guidance=g)
+        save_grid(torch.cat([real, recon]), self.figures / "reconstructions.png", nrow=n, scale=2)
+        save_grid(self.generate("dit", self.prior_codes(32), guidance=g), self.figures / "prior_samples.png", nrow=8,
+                  scale=2)
+        rows, parents = [], [(0, 5), (12, 40), (60, 100), (150, 200)]
+        for a, b in parents:
+            composed = compose([test_codes[a], test_codes[b]], n=6, seed=a)
+            rows.append(torch.cat([self.test_set.images[a:a + 1], self.test_set.images[b:b + 1],
+                                   self.generate("dit", composed, guidance=g, seed=a)]))
+        save_grid(torch.cat(rows), self.figures / "compositions.png", nrow=8, scale=2)
+        text_model = TextToCode.from_pretrained(self.root / "text" / "model").eval()
+        train_prompts = ["red apple", "grinning face", "cat face", "rocket"]
+        _, heldout = heldout_emoji(data.load("emoji", size=32, split="all"))
+        for name, prompts in (("text_train", train_prompts), ("text_heldout", heldout[:4])):
+            codes = text_model.generate(prompts, num_per_prompt=4, seed=0)
+            images = self.generate("dit", codes, guidance=g)
+            save_grid(images, self.figures / f"{name}.png", labels=[p for p in prompts for _ in range(4)], nrow=4,
+                      scale=2)
+        return {"parents": parents, "train_prompts": train_prompts, "heldout_prompts": heldout[:4]}
+
+    # ---- evaluation --------------------------------------------------------------------------------
+
+    def stage_evaluate(self) -> dict:
+        from .eval import fid
+
+        n = self.budget.fid_samples
+        reference = self.test_set.images  # FID reference: the held-out test emoji
+        test_codes = load_codes(self.root / "codes" / "test.npy")
+        pick = torch.arange(n) % len(test_codes)
+        sets = {}
+        if self.table:
+            sets["none (unconditional DiT)"] = ("table/none", None)
+            sets["class label (subgroup)"] = ("table/class", torch.as_tensor(self.test_set.labels)[pick].view(-1, 1))
+            sets["DLC from the prior"] = ("table/dlc", self.prior_codes(n, seed=1))
+            sets["DLC encoded from test images"] = ("table/dlc", test_codes[pick])
+        if not self.only_table:
+            sets[f"{self.budget.dit_arch}: DLC from the prior, CFG {self.budget.guidance}"] = (
+                "dit", self.prior_codes(n, seed=1))
+            sets[f"{self.budget.dit_arch}: DLC encoded from test images, CFG {self.budget.guidance}"] = (
+                "dit", test_codes[pick])
+        rows = []
+        for label, (run, codes) in sets.items():
+            guidance = self.budget.guidance if run == "dit" else 1.0
+            images = self.generate(run, codes, num=n, guidance=guidance, seed=1)
+            save_pngs(images, self.root / "fid" / run.replace("/", "-") / label.split(" ")[0].lower())
+            scores = fid(images, reference, kid=False, isc=False, progress=False)
+            rows.append({"conditioning": label, "FID": round(scores["fid"], 1), "samples": n,
+                         "reference": f"{len(reference)} test emoji", "sampler": f"{self.budget.sample_steps} steps"})
+            print(f"  FID {label}: {scores['fid']:.1f}")
+        real = fid(self.train_set.images[:n], reference, kid=False, isc=False, progress=False)
+        rows.append({"conditioning": "real train emoji (floor at this sample count)", "FID": round(real["fid"], 1),
+                     "samples": n, "reference": f"{len(reference)} test emoji", "sampler": "-"})
+        return {"fid": rows}
+
+    # ---- report ------------------------------------------------------------------------------------
+
+    def stage_report(self) -> dict:
+        runs = {name: RunDir(self.root / name) for name in ("encoder", "dit", "prior", "text")}
+        runs.update({f"table/{n}": RunDir(self.root / "table" / n) for n in ("none", "class", "dlc")})
+        plot_losses({k: v for k, v in runs.items() if v.metrics_path.exists()}, self.figures / "losses.png")
+        seconds = {name: s["seconds"] for name, s in self.state.items()}
+        total = sum(seconds.values()) / 60
+        b = self.budget
+        sections = [
+            Section("Real emoji (test split)", images=[("report/real.png", "held-out test emoji with their names")]),
+            Section("Reconstructions: image → code → image",
+                    f"Top: test emoji (never trained on). Bottom: the DiT's images from their {self.code_shape()} codes "
+                    f"({b.sample_steps} sampler steps, guidance {b.guidance}).",
+                    images=[("report/reconstructions.png", "top: originals; bottom: generated from their codes")]),
+            Section("Unconditional samples: codes from the prior, images from the DiT",
+                    images=[("report/prior_samples.png", "32 codes drawn from the masked-diffusion prior")]),
+            Section("Compositions", "Each row: parent A, parent B, then six images from codes whose tokens "
+                    "are taken at random from A or B (positions where both agree stay fixed).",
+                    images=[("report/compositions.png", "parents, then composed samples")]),
+            Section("Text to image", "Codes generated from a prompt by the text model, then images by the DiT. "
+                    "Held-out prompts name emoji whose combination of parts was left out of text training.",
+                    images=[("report/text_train.png", "prompts seen in training"),
+                            ("report/text_heldout.png", "held-out compositional prompts")]),
+        ]
+        if "evaluate" in self.state:
+            sections.append(Section(
+                "The paper's conditioning table at demo scale",
+                f"Table rows: the same DiT ({b.table_arch}, {b.table_steps} steps each), sampled without guidance; "
+                f"FID on {b.fid_samples} samples against the {len(self.test_set)} test emoji (biased high at this "
+                "count: compare rows, not with the paper). Reproduce with `dlc demo --table`.",
+                tables=[self.state["evaluate"]["result"]["fid"]]))
+        if "codes" in self.state:
+            sections.append(Section("Codes", tables=[[self.state["codes"]["result"]]]))
+        sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
+        sections.append(Section("Time", f"Total {total:.1f} min on this machine.",
+                                tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
+        write_report(self.root, "dlc demo: Discrete Latent Codes on colour emoji",
+                     f"Encoder, DiT, prior and text model trained from scratch on {len(self.train_set)} emoji at 32x32 "
+                     f"{'(quick smoke run: quality not expected)' if self.quick else ''}.", sections)
+        return {}
+
+    def code_shape(self) -> str:
+        codes = load_codes(self.root / "codes" / "test.npy")
+        return f"L={codes.shape[1]}, V={self.vocab_size}"
