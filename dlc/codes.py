@@ -167,8 +167,8 @@ def evaluate_codes(encoder, train, test, batch_size: int = 256, k: int = 20, pro
     V = encoder.config.vocab_size
     out = {}
     for name, fn in (("codes", encoder.encode), ("features", encoder.features)):
-        tag = (lambda split: f"{name} ({split})") if progress else (lambda split: None)
-        x_train, x_test = batched(fn, train.images, batch_size, tag("train")), batched(fn, test.images, batch_size, tag("test"))
+        x_train, x_test = (batched(fn, split.images, batch_size, f"{name} ({label})" if progress else None)
+                           for split, label in ((train, "train"), (test, "test")))
         if name == "codes":
             out["usage"] = usage_stats(x_train, V, train.images)
             x_train, x_test = one_hot(x_train, V), one_hot(x_test, V)

@@ -29,7 +29,7 @@ import torch
 from . import data
 from .codes import load_codes, save_codes
 from .commands.train import load_stage_config
-from .data import to_float, to_uint8
+from .data import to_uint8
 from .imageio import save_grid, save_pngs
 from .report import Section, plot_losses, write_report
 from .runs import RunDir

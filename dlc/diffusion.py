@@ -147,7 +147,11 @@ class FlowObjective:
         return mse, {"mse": mse.item()}
 
     def make_scheduler(self, sampler: str):
-        from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+        from diffusers import (
+            DPMSolverMultistepScheduler,
+            FlowMatchEulerDiscreteScheduler,
+            FlowMatchHeunDiscreteScheduler,
+        )
 
         if sampler == "euler":
             return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=1.0)

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dlc import encoder_training as et
 from dlc.codes import knn_accuracy, linear_probe, one_hot, usage_stats
 from dlc.config import load_config
 from dlc.data import to_float
 from dlc.encoder import DLCEncoder
 from dlc.errors import DataError
-from dlc import encoder_training as et
 
 TINY = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, reg_tokens=2)
 
