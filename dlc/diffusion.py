@@ -119,10 +119,6 @@ class DDPMObjective:
     def model_time(self, scheduler, t) -> float:
         return float(t)
 
-    def scheduler_output(self, sampler: str, out: torch.Tensor, channels: int) -> torch.Tensor:
-        # only DDPM's ancestral sampler uses the learned variance
-        return out if sampler == "ddpm" else out[:, :channels]
-
 
 # --------------------------------------------------------------------------------------------
 # Flow matching
@@ -166,9 +162,6 @@ class FlowObjective:
     def model_time(self, scheduler, t) -> float:
         return float(t)  # diffusers' flow timesteps are sigma * 1000, as in training
 
-    def scheduler_output(self, sampler: str, out: torch.Tensor, channels: int) -> torch.Tensor:
-        return out
-
 
 OBJECTIVES = {"ddpm": DDPMObjective, "flow": FlowObjective}
 
@@ -181,6 +174,13 @@ def get_objective(name: str):
 
 # --------------------------------------------------------------------------------------------
 # Sampling
+
+
+def scheduler_input(scheduler, out: torch.Tensor, channels: int) -> torch.Tensor:
+    """What ``scheduler.step`` takes from the model's output: the learned variance channels only
+    for a scheduler that uses them (DDPM with ``variance_type="learned_range"``)."""
+    learned = getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
+    return out if learned else out[:, :channels]
 
 
 def guided_output(model, x, t, codes, scale: float, channels: int | None, apply: bool) -> torch.Tensor:
@@ -203,13 +203,15 @@ def guided_output(model, x, t, codes, scale: float, channels: int | None, apply:
 
 @torch.no_grad()
 def sample(model, objective, codes: torch.Tensor | None, *, num: int | None = None, seed: int = 0,
-           indices: Sequence[int] | None = None, steps: int = 50, sampler: str | None = None,
+           indices: Sequence[int] | None = None, steps: int = 50, sampler=None,
            guidance_scale: float = 1.0, guidance_channels: int | None = None,
            guidance_interval: tuple[float, float] = (0.0, 1.0), progress: bool = False) -> torch.Tensor:
     """Generate a batch: returns model-space samples (B, C, H, W) (pixels in [-1, 1], or latents).
 
     ``codes``: (B, L) long, (B, L, V) soft, or None (unconditional; then give ``num``).
     ``indices``: the global index of each sample (default 0..B-1): noise depends on (seed, index).
+    ``sampler``: a name from ``objective.samplers`` (default: the objective's), or a diffusers
+    scheduler instance (a pipeline's own).
     ``guidance_interval``: noise levels (0 = clean, 1 = pure noise) where guidance applies.
     """
     from tqdm import tqdm
@@ -220,8 +222,8 @@ def sample(model, objective, codes: torch.Tensor | None, *, num: int | None = No
     indices = list(range(batch)) if indices is None else list(indices)
     if len(indices) != batch:
         raise ValueError(f"{len(indices)} indices for a batch of {batch}")
-    sampler = sampler or objective.default_sampler
-    scheduler = objective.make_scheduler(sampler)
+    scheduler = sampler if hasattr(sampler, "set_timesteps") else objective.make_scheduler(
+        sampler or objective.default_sampler)
     scheduler.set_timesteps(steps, device=device)
     rng = SampleRNG(seed, indices)
     # every scheduler here starts from unit noise and needs no input scaling
@@ -232,7 +234,7 @@ def sample(model, objective, codes: torch.Tensor | None, *, num: int | None = No
         level = float(t) / NUM_TRAIN_TIMESTEPS
         out = guided_output(model, x, objective.model_time(scheduler, t), codes, guidance_scale,
                             guidance_channels, lo <= level <= hi).float()
-        out = objective.scheduler_output(sampler, out, cfg.in_channels)
+        out = scheduler_input(scheduler, out, cfg.in_channels)
         x = scheduler.step(out, t, x, generator=rng.generators, return_dict=False)[0]
     return x
 

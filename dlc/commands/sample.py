@@ -123,16 +123,8 @@ def generate(pipe, indices: list[int], codes: torch.Tensor | None = None, **inpu
         raise DLCError("this pipeline cannot start at a sample index other than 0 (no start_index argument)")
     if indices[0]:
         inputs["start_index"] = indices[0]
-    out = pipe(codes=codes, output_type="pt", **inputs) if codes is not None else pipe(output_type="pt", **inputs)
-    images = getattr(out, "images", out)
-    images = torch.stack(list(images)) if not isinstance(images, torch.Tensor) else images
-    return images.to(torch.uint8).cpu() if images.dtype == torch.uint8 else _float_to_uint8(images)
-
-
-def _float_to_uint8(images: torch.Tensor) -> torch.Tensor:
-    from ..data import to_uint8
-
-    return to_uint8(images.cpu() * 2 - 1 if images.min() >= 0 else images.cpu())
+    images = pipe(codes=codes, output_type="uint8", **inputs) if codes is not None else pipe(output_type="uint8", **inputs)
+    return torch.stack(list(images)).cpu() if not isinstance(images, torch.Tensor) else images.cpu()
 
 
 def shard(indices: list[int]) -> list[int]:

@@ -1,0 +1,171 @@
+"""DLCPipeline: every code source, seeding, output types, save/load, project-root loading, errors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlc.compose import compose
+from dlc.dit import create_dit
+from dlc.encoder import DLCEncoder
+from dlc.errors import CheckpointError, CodeError, DLCError
+from dlc.pipeline import DLCPipeline, code_seed
+from dlc.prior import create_prior
+from dlc.text import CaptionTokenizer, TextToCode
+
+L, V = 8, 16
+CAPTIONS = ["red apple", "grinning face", "cat face"]
+
+
+def randomized(model, seed):
+    """A model whose zero-initialised (adaLN-Zero) layers are random too, so outputs depend on inputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def tiny_parts(code_length=L):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(0)
+    encoder = DLCEncoder(backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, reg_tokens=2),
+                         image_size=32, code_length=code_length, vocab_size=V).eval()
+    tokenizer = CaptionTokenizer.build(CAPTIONS, "bytes")
+    text = TextToCode(L, V, tokenizer.vocab_size, max_text_length=12, width=32, depth=1, heads=2)
+    text.tokenizer = tokenizer
+    return dict(dit=randomized(create_dit("DiT-N/8", image_size=32, code_length=L, vocab_size=V), 1),
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+                encoder=encoder, prior=randomized(create_prior("micro", code_length=L, vocab_size=V), 2),
+                text_model=randomized(text, 3))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = DLCPipeline(**tiny_parts())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def emoji_images(n):
+    import dlc
+
+    return dlc.data.load("emoji", size=32, split="test").images[:n]
+
+
+def test_codes_give_pil_images_and_every_output_type(pipe):
+    codes = torch.randint(0, V, (3, L), generator=torch.Generator().manual_seed(0))
+    images = pipe(codes=codes, num_inference_steps=3)
+    assert len(images) == 3 and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in images)
+    as_uint8 = pipe(codes=codes, num_inference_steps=3, output_type="uint8")
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == (3, 3, 32, 32)
+    assert np.array_equal(np.asarray(images[1]), as_uint8[1].permute(1, 2, 0).numpy())
+    as_pt = pipe(codes=codes, num_inference_steps=3, output_type="pt")
+    assert 0 <= as_pt.min() and as_pt.max() <= 1 and as_pt.shape == (3, 3, 32, 32)
+    assert pipe(codes=codes, num_inference_steps=3, output_type="np").shape == (3, 32, 32, 3)
+    assert as_uint8.float().std() > 10 and not torch.equal(as_uint8[0], as_uint8[1])
+
+
+def test_sample_i_depends_on_seed_and_index_only(pipe):
+    codes = torch.randint(0, V, (4, L), generator=torch.Generator().manual_seed(1))
+    run = dict(num_inference_steps=3, output_type="pt", seed=7)
+    whole = pipe(codes=codes, batch_size=4, **run)
+    # equal up to float rounding (BLAS sums in another order for another batch size)
+    assert torch.allclose(whole, pipe(codes=codes, batch_size=1, **run), atol=1e-4)
+    assert torch.allclose(whole[2:], pipe(codes=codes[2:], start_index=2, **run), atol=1e-4)
+    assert (whole - pipe(codes=codes, batch_size=4, **{**run, "seed": 8})).abs().mean() > 0.05
+    # the code matters: the same noise with another code gives another image
+    assert (whole - pipe(codes=(codes + 1) % V, **run)).abs().mean() > 1e-3
+
+
+def test_soft_codes_reproduce_hard_codes(pipe):
+    codes = torch.randint(0, V, (2, L), generator=torch.Generator().manual_seed(2))
+    soft = torch.nn.functional.one_hot(codes, V).float()
+    run = dict(num_inference_steps=3, output_type="pt", seed=0)
+    assert torch.allclose(pipe(codes=codes, **run), pipe(codes=soft, **run), atol=1e-4)
+
+
+def test_prior_text_images_and_compose_draw_the_codes(pipe):
+    out = pipe(num_images=3, num_inference_steps=2, seed=4, prior_steps=8, return_dict=True)
+    assert torch.equal(out.codes, pipe.prior.sample(3, seed=code_seed(4), steps=8))
+    assert out.codes.shape == (3, L) and 0 <= out.codes.min() and out.codes.max() < V and len(out.images) == 3
+
+    out = pipe(prompts=["red apple", "cat face"], num_images_per_prompt=2, num_inference_steps=2, return_dict=True)
+    assert torch.equal(out.codes, pipe.text_model.generate(["red apple", "cat face"], num_per_prompt=2,
+                                                           seed=code_seed(0)))
+
+    real = emoji_images(2)
+    out = pipe(images=real, num_inference_steps=2, return_dict=True)
+    assert torch.equal(out.codes, pipe.encoder.encode(real))
+    pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in real]
+    assert torch.equal(pipe(images=pil, num_inference_steps=2, return_dict=True).codes, out.codes)
+
+    a, b = out.codes
+    composed = pipe(compose=[a, b], num_images=6, num_inference_steps=2, seed=3, return_dict=True).codes
+    assert torch.equal(composed, compose([a, b], n=6, seed=code_seed(3)))
+    assert ((composed == a) | (composed == b)).all() and (composed[:, a == b] == a[a == b]).all()
+    from_images = pipe(compose=pil, num_images=4, num_inference_steps=2, return_dict=True).codes
+    assert ((from_images == a) | (from_images == b)).all()
+
+
+def test_save_and_load_round_trip_keeps_every_part(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "saved")
+    loaded = DLCPipeline.from_pretrained(tmp_path / "saved")
+    loaded.set_progress_bar_config(disable=True)
+    assert {type(getattr(loaded, n)).__name__ for n in ("dit", "encoder", "prior", "text_model")} == \
+        {"DiT", "DLCEncoder", "CodePrior", "TextToCode"}
+    run = dict(num_inference_steps=2, output_type="uint8", seed=1, prior_steps=4)
+    assert torch.equal(pipe(num_images=2, **run), loaded(num_images=2, **run))
+    assert torch.equal(pipe(prompts=["cat face"], **run), loaded(prompts=["cat face"], **run))
+    assert torch.equal(pipe(images=emoji_images(2), **run), loaded(images=emoji_images(2), **run))
+
+
+def test_project_root_with_run_directories(tmp_path):
+    from dlc.commands.train import load_stage_config
+
+    parts = tiny_parts()
+    module, config = load_stage_config("dit", "emoji", [
+        "condition.kind=random", f"condition.code_length={L}", f"condition.random_vocab={V}", "model.arch=DiT-N/8",
+        "train.steps=1", "train.batch_size=4", "train.sample_every=0", "sample.num=2", "sample.steps=2",
+        f"run_dir={tmp_path / 'dit'}"])
+    module.train(config)
+    parts["prior"].save_pretrained(tmp_path / "prior" / "model")
+    parts["encoder"].save_pretrained(tmp_path / "encoder" / "model")
+    loaded = DLCPipeline.from_pretrained(tmp_path)
+    assert loaded.prior is not None and loaded.encoder is not None and loaded.text_model is None
+    assert type(loaded.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert len(loaded(num_images=2, num_inference_steps=2, prior_steps=4)) == 2
+    with pytest.raises(DLCError, match="no text model"):
+        loaded(prompts=["red apple"])
+
+
+def test_unconditional_dit_needs_no_codes():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = DLCPipeline(dit=randomized(create_dit("DiT-N/8", image_size=32, code_length=0), 0),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(num_images=2, num_inference_steps=2, output_type="uint8").shape == (2, 3, 32, 32)
+    with pytest.raises(CodeError, match="unconditional"):
+        pipe(codes=torch.zeros(1, L, dtype=torch.long))
+
+
+def test_bad_requests_are_clear_errors(pipe, tmp_path):
+    with pytest.raises(CodeError, match=rf"shape \(batch, {L}\)"):
+        pipe(codes=torch.zeros(2, L + 1, dtype=torch.long))
+    with pytest.raises(CodeError, match=rf"\[0, {V}\)"):
+        pipe(codes=torch.full((1, L), V))
+    with pytest.raises(DLCError, match="one code source"):
+        pipe(codes=torch.zeros(1, L, dtype=torch.long), prompts=["red apple"])
+    with pytest.raises(DLCError, match="num_images"):
+        pipe()
+    with pytest.raises(ValueError, match="output_type"):
+        pipe(num_images=1, output_type="jpeg")
+    with pytest.raises(DLCError, match="two or more"):
+        pipe(compose=[torch.zeros(L, dtype=torch.long)])
+    with pytest.raises(CheckpointError, match="model_index.json"):
+        DLCPipeline.from_pretrained(tmp_path)
+    mismatched = tiny_parts(code_length=L // 2)
+    with pytest.raises(DLCError, match="different encoders"):
+        DLCPipeline(**mismatched)
