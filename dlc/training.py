@@ -278,8 +278,11 @@ def _loader(dataset, cfg: TrainConfig, accelerator, start_step: int, collate_fn)
     # own generator keeps the global stream (restored on resume) untouched.
     generator = torch.Generator().manual_seed(cfg.seed + start_step)
     if isinstance(dataset, torch.utils.data.IterableDataset):
-        # sharded data: each rank and worker reads its own shards, looping forever
+        # sharded data: each rank and worker reads its own shards, looping forever; a stream that
+        # can (``set_start``) continues where the checkpoint's step left it
         local = cfg.batch_size // accelerator.num_processes
+        if hasattr(dataset, "set_start"):
+            dataset.set_start(start_step, local)
         return torch.utils.data.DataLoader(dataset, batch_size=local, num_workers=cfg.num_workers,
                                            collate_fn=collate_fn, generator=generator)
     sampler = StreamSampler(len(dataset), cfg.batch_size, cfg.seed, accelerator.process_index,
