@@ -186,18 +186,21 @@ def measure_memory(which: str, argv: list[str]) -> dict:
 # speed, both models in this process
 
 
-def time_steps(steps: dict, args, device) -> dict[str, list[float]]:
+def time_steps(steps: dict, args, device) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and process CPU seconds of each timed step, per model."""
     times = {name: [] for name in steps}
+    cpu_times = {name: [] for name in steps}
     for r in range(args.warmup + args.steps):
         order = list(steps) if r % 2 == 0 else list(steps)[::-1]
         for name in order:
             sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             steps[name]()
             sync(device)
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - start)
-    return times
+                cpu_times[name].append(time.process_time() - cpu_start)
+    return times, cpu_times
 
 
 def profile(steps: dict, device, rows: int = 15) -> dict[str, list[dict]]:
@@ -264,7 +267,7 @@ def main() -> None:
     models = {name: build(name, args, device) for name in MODELS}
     steps = {name: make_step(name, models[name], batch, args, device) for name in MODELS}
     started = time.perf_counter()
-    times = time_steps(steps, args, device)
+    times, cpu_times = time_steps(steps, args, device)
     timing_seconds = time.perf_counter() - started
     load_after = os.getloadavg()
     profiled = profile(steps, device) if args.profile else None
@@ -280,9 +283,13 @@ def main() -> None:
             "step_ms_min": round(min(times[name]) * 1e3, 2),
             "step_ms_max": round(max(times[name]) * 1e3, 2),
             "images_per_s": round(args.batch / median, 2),
+            # CPU seconds of this process (all threads) per step: on a shared CPU machine less
+            # sensitive to other load than wall time (threads spinning at barriers still count)
+            "step_cpu_ms_median": round(statistics.median(cpu_times[name]) * 1e3, 2),
             **memory[name],
         }
     speedup = rows["diffusers"]["step_ms_median"] / rows["ours"]["step_ms_median"]
+    cpu_speedup = rows["diffusers"]["step_cpu_ms_median"] / rows["ours"]["step_cpu_ms_median"]
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name()
         memory_method = ("torch.cuda.max_memory_allocated over one step after 2 warm-up steps, minus the inputs; "
@@ -313,6 +320,7 @@ def main() -> None:
         "memory_method": None if args.no_memory else memory_method,
         "results": rows,
         "speedup_ours_vs_diffusers": round(speedup, 3),
+        "speedup_cpu_time_ours_vs_diffusers": round(cpu_speedup, 3),
         "target": "ours at least as fast as diffusers (goal 1.25x)",
         "notes": [],
     }
@@ -322,21 +330,22 @@ def main() -> None:
     print(f"\n{args.arch}  {tokens} tokens  batch {args.batch}  {args.dtype}  on {device_name}"
           f"  (torch {torch.__version__}, threads {result['threads']}, load {result['load_average_1_5_15_before'][0]}"
           f" -> {result['load_average_1_5_15_after'][0]})")
-    print(f"{'model':<10} {'params M':>9} {'ms/step':>9} {'min':>8} {'max':>8} {'img/s':>9} {'peak MB':>9}")
+    print(f"{'model':<10} {'params M':>9} {'ms/step':>9} {'min':>8} {'max':>8} {'img/s':>9} {'cpu ms':>9} {'peak MB':>9}")
     for name, row in rows.items():
         print(f"{name:<10} {row['params_m']:>9.3f} {row['step_ms_median']:>9.1f} {row['step_ms_min']:>8.1f} "
-              f"{row['step_ms_max']:>8.1f} {row['images_per_s']:>9.1f} {row.get('peak_memory_mb', float('nan')):>9.1f}")
-    print(f"speed-up ours / diffusers: {speedup:.2f}x")
+              f"{row['step_ms_max']:>8.1f} {row['images_per_s']:>9.1f} {row['step_cpu_ms_median']:>9.1f} "
+            f"{row.get('peak_memory_mb', float('nan')):>9.1f}")
+    print(f"speed-up ours / diffusers: {speedup:.2f}x wall-clock, {cpu_speedup:.2f}x process CPU time")
     out = Path(args.out or f"benchmarks/results/dit_speed_{device.type}.json")
     write_result(out, result)
     print(f"wrote {out}")
 
 
-KEY = ("arch", "image_size", "channels", "batch", "dtype", "device")
+KEY = ("arch", "image_size", "channels", "batch", "dtype", "device", "threads")
 
 
 def write_result(out: Path, result: dict) -> None:
-    """Keep one entry per (arch, size, channels, batch, dtype, device) in the file's ``runs``; notes
+    """Keep one entry per (arch, size, channels, batch, dtype, device, threads) in the file's ``runs``; notes
     written by hand into an entry (``notes``) survive a re-run of the same setting."""
     runs = json.loads(out.read_text()).get("runs", []) if out.exists() else []
     old = [r for r in runs if all(r.get(k) == result[k] for k in KEY)]
