@@ -146,12 +146,14 @@ def test_train_dit_on_latent_shards(encoded, tmp_path):
     from dlc.latents import VAESpace
 
     root, _ = encoded
-    overrides = ["condition.kind=shards", f"data.dataset=webdataset:{root}/flips/shard-{{000000..000002}}.tar",
-                 f"latent={root / 'vae'}", "hflip=true", "model.arch=DiT-N/8", "objective=ddpm",
+    # the paper's config (kind=shards, hflip, ddpm, sampler ddpm with guidance 1.4), tiny
+    overrides = [f"data.dataset=webdataset:{root}/flips/shard-{{000000..000002}}.tar", "data.size=32",
+                 f"latent={root / 'vae'}", "model.arch=DiT-N/8", "condition.vocab_size=16",
                  "data.shuffle_buffer=4", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=1",
-                 "train.log_every=1", "sample.num=2", "sample.steps=2", "sample.guidance_scale=1.5",
+                 "train.log_every=1", "train.num_workers=0", "sample.num=2", "sample.steps=2",
                  f"run_dir={tmp_path / 'run'}"]
-    module, config = load_stage_config("dit", "emoji", overrides)
+    module, config = load_stage_config("dit", "imagenet", overrides)
+    assert config.condition.kind == "shards" and config.hflip and config.objective == "ddpm"
     run = module.train(config)
     saved = load_config(DiTRunConfig, run.config_path)
     assert saved.latent == str(root / "vae") and saved.condition.kind == "shards"  # sampling decodes through it
@@ -163,15 +165,15 @@ def test_train_dit_on_latent_shards(encoded, tmp_path):
     assert len(run.read_metrics()) == 2 and (run.samples / "step-0000002.png").exists()
 
     # a resumed run reads on from its checkpoint's data position
-    _, config = load_stage_config("dit", "emoji", [*overrides, "train.steps=3"])
+    _, config = load_stage_config("dit", "imagenet", [*overrides, "train.steps=3"])
     module.train(config)
     assert len(run.read_metrics()) == 3
 
     # shards without flips or latents that would be decoded as pixels are refused clearly
     plain = [o.replace("/flips/", "/plain/") for o in overrides]
     with pytest.raises(ConfigError, match="hflip=true but the shards have no code_flip.npy"):
-        module.build(load_stage_config("dit", "emoji", plain)[1])
+        module.build(load_stage_config("dit", "imagenet", plain)[1])
     with pytest.raises(ConfigError, match="set latent=<that VAE>"):
-        module.build(load_stage_config("dit", "emoji", [*plain, "latent=pixel", "hflip=false"])[1])
+        module.build(load_stage_config("dit", "imagenet", [*plain, "latent=pixel", "hflip=false"])[1])
     with pytest.raises(ConfigError, match="set data.size to the image size"):
-        module.build(load_stage_config("dit", "emoji", [*plain, "data.size=64", "hflip=false"])[1])
+        module.build(load_stage_config("dit", "imagenet", [*plain, "data.size=64", "hflip=false"])[1])
