@@ -191,7 +191,8 @@ class DiT(ModelMixin, ConfigMixin):
         if self.code_embedder is not None:
             self.code_embedder.check(codes, B)
             c = c + self.code_embedder(codes, drop, B)
-        h = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+        h = (patches + self.pos_embed).to(patches.dtype)  # under autocast the stream stays bf16
         for block in self.blocks:
             h = block(h, c)
         return self.unpatchify(self.final_layer(h, c))

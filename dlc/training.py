@@ -201,6 +201,10 @@ def fit(
         for name, obj in extra_state.items():
             obj.load_state_dict(state["extra"][name])
         step = state["step"]
+        # the learning rate follows this config's schedule (a resume may extend train.steps)
+        scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, cfg)
         if main:
             run.truncate_metrics(step)
             print(f"resuming {run.root} from step {step}")

@@ -64,6 +64,22 @@ def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path):
     assert torch.equal(reloaded.net[0].weight, resumed_ema.model.net[0].weight)
 
 
+def test_extending_a_finished_cosine_run_follows_the_new_schedule(tmp_path):
+    from safetensors.torch import load_file
+
+    from dlc.runs import RunDir
+    from dlc.training import lr_factor
+
+    run = RunDir(tmp_path / "run")
+    train_tiny(run, 4, lr_schedule="cosine")  # ends with the learning rate at 0
+    train_tiny(run, 8, lr_schedule="cosine")
+    longer = TrainConfig(steps=8, lr=1e-2, lr_schedule="cosine")
+    lrs = {r["step"]: r["lr"] for r in run.read_metrics()}
+    assert lrs[4] == 0 and all(lrs[s] == pytest.approx(1e-2 * lr_factor(s, longer)) for s in range(5, 9))
+    before, after = (load_file(run.checkpoints / str(s) / "model.safetensors") for s in (4, 5))
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the first resumed step trains
+
+
 def test_loss_decreases_and_run_dir_layout(run_dir):
     train_tiny(run_dir, 30)
     rows = run_dir.read_metrics()
