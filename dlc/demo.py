@@ -29,7 +29,6 @@ import torch
 from . import data
 from .codes import load_codes, save_codes
 from .commands.train import load_stage_config
-from .data import to_uint8
 from .imageio import save_grid, save_pngs
 from .report import Section, plot_losses, write_report
 from .runs import RunDir
@@ -79,6 +78,7 @@ class Demo:
         self.test_set = data.load("emoji", size=32, split="test")
         self.figures = self.root / "report"
         self.figures.mkdir(exist_ok=True)
+        self._pipelines = {}
 
     # ---- orchestration -----------------------------------------------------------------------------
 
@@ -188,57 +188,45 @@ class Demo:
 
     # ---- sampling ----------------------------------------------------------------------------------
 
-    def dit(self, run: str):
-        from .dit_training import load_dit_run
+    def pipeline(self, run: str = "dit", **parts: str):
+        """The DLCPipeline of the DiT in ``run`` with the demo's ``parts`` (encoder, prior, text_model)."""
+        from .pipeline import DLCPipeline
 
-        return load_dit_run(self.root / run)
+        key = (run, *sorted(parts.items()))
+        if key not in self._pipelines:
+            pipe = DLCPipeline.from_runs(self.root / run, **{k: self.root / v for k, v in parts.items()})
+            pipe.set_progress_bar_config(disable=True)
+            self._pipelines[key] = pipe
+        return self._pipelines[key]
 
-    def generate(self, run: str, codes: torch.Tensor | None, num: int | None = None, guidance: float = 1.0,
-                 seed: int = 0, batch: int = 64) -> torch.Tensor:
-        """uint8 images from the DiT of ``run`` (codes (N, L), or None for unconditional)."""
-        from .diffusion import sample
-
-        model, objective, space = self.dit(run)
-        num = len(codes) if codes is not None else num
-        out = []
-        for start in range(0, num, batch):
-            stop = min(num, start + batch)
-            x = sample(model, objective, None if codes is None else codes[start:stop], num=stop - start, seed=seed,
-                       indices=range(start, stop), steps=self.budget.sample_steps, guidance_scale=guidance)
-            out.append(to_uint8(space.decode(x)).cpu())
-        return torch.cat(out)
-
-    def prior_codes(self, num: int, seed: int = 0) -> torch.Tensor:
-        from .prior import CodePrior
-
-        prior = CodePrior.from_pretrained(self.root / "prior" / "model").eval()
-        return prior.sample(num, seed=seed, steps=self.budget.prior_sample_steps)
+    def generate(self, pipe, guidance: float = 1.0, seed: int = 0, **inputs) -> torch.Tensor:
+        """uint8 images from ``pipe`` (codes, num_images, prompts, compose, ...) at the demo's sampler settings."""
+        return pipe(guidance_scale=guidance, num_inference_steps=self.budget.sample_steps, seed=seed,
+                    prior_steps=self.budget.prior_sample_steps, batch_size=64, output_type="uint8", **inputs)
 
     def stage_samples(self) -> dict:
-        from .compose import compose
         from .holdout import heldout_emoji
-        from .text import TextToCode
 
         g, n = self.budget.guidance, 16
-        test_codes = load_codes(self.root / "codes" / "test.npy")
         real = self.test_set.images[:n]
         save_grid(real, self.figures / "real.png", labels=self.test_set.captions[:n], nrow=8, scale=2)
-        recon = self.generate("dit", test_codes[:n], guidance=g)
+        recon = self.generate(self.pipeline(encoder="encoder"), g, images=real)
         save_grid(torch.cat([real, recon]), self.figures / "reconstructions.png", nrow=n, scale=2)
-        save_grid(self.generate("dit", self.prior_codes(32), guidance=g), self.figures / "prior_samples.png", nrow=8,
-                  scale=2)
+        train_real = self.train_set.images[:n]
+        train_recon = self.generate(self.pipeline(encoder="encoder"), g, images=train_real)
+        save_grid(torch.cat([train_real, train_recon]), self.figures / "reconstructions_train.png", nrow=n, scale=2)
+        prior_samples = self.generate(self.pipeline(prior="prior"), g, num_images=32)
+        save_grid(prior_samples, self.figures / "prior_samples.png", nrow=8, scale=2)
+        test_codes = load_codes(self.root / "codes" / "test.npy")
         rows, parents = [], [(0, 5), (12, 40), (60, 100), (150, 200)]
         for a, b in parents:
-            composed = compose([test_codes[a], test_codes[b]], n=6, seed=a)
-            rows.append(torch.cat([self.test_set.images[a:a + 1], self.test_set.images[b:b + 1],
-                                   self.generate("dit", composed, guidance=g, seed=a)]))
+            composed = self.generate(self.pipeline(), g, seed=a, compose=[test_codes[a], test_codes[b]], num_images=6)
+            rows.append(torch.cat([self.test_set.images[a:a + 1], self.test_set.images[b:b + 1], composed]))
         save_grid(torch.cat(rows), self.figures / "compositions.png", nrow=8, scale=2)
-        text_model = TextToCode.from_pretrained(self.root / "text" / "model").eval()
         train_prompts = ["red apple", "grinning face", "cat face", "rocket"]
         _, heldout = heldout_emoji(data.load("emoji", size=32, split="all"))
         for name, prompts in (("text_train", train_prompts), ("text_heldout", heldout[:4])):
-            codes = text_model.generate(prompts, num_per_prompt=4, seed=0)
-            images = self.generate("dit", codes, guidance=g)
+            images = self.generate(self.pipeline(text_model="text"), g, prompts=prompts, num_images_per_prompt=4)
             save_grid(images, self.figures / f"{name}.png", labels=[p for p in prompts for _ in range(4)], nrow=4,
                       scale=2)
         return {"parents": parents, "train_prompts": train_prompts, "heldout_prompts": heldout[:4]}
@@ -248,33 +236,33 @@ class Demo:
     def stage_evaluate(self) -> dict:
         from .eval import fid
 
-        n = self.budget.fid_samples
-        reference = self.test_set.images  # FID reference: the held-out test emoji
+        n, g = self.budget.fid_samples, self.budget.guidance
+        reference = "emoji-32-test"  # the held-out test emoji; a dataset name, so its features are cached
         test_codes = load_codes(self.root / "codes" / "test.npy")
         pick = torch.arange(n) % len(test_codes)
+        labels = torch.as_tensor(self.test_set.labels)[pick].view(-1, 1)
+        # label -> (DiT run, parts, inputs, guidance)
         sets = {}
         if self.table:
-            sets["none (unconditional DiT)"] = ("table/none", None)
-            sets["class label (subgroup)"] = ("table/class", torch.as_tensor(self.test_set.labels)[pick].view(-1, 1))
-            sets["DLC from the prior"] = ("table/dlc", self.prior_codes(n, seed=1))
-            sets["DLC encoded from test images"] = ("table/dlc", test_codes[pick])
+            sets["none (unconditional DiT)"] = ("table/none", {}, {"num_images": n}, 1.0)
+            sets["class label (subgroup)"] = ("table/class", {}, {"codes": labels}, 1.0)
+            sets["DLC from the prior"] = ("table/dlc", {"prior": "prior"}, {"num_images": n}, 1.0)
+            sets["DLC encoded from test images"] = ("table/dlc", {}, {"codes": test_codes[pick]}, 1.0)
         if not self.only_table:
-            sets[f"{self.budget.dit_arch}: DLC from the prior, CFG {self.budget.guidance}"] = (
-                "dit", self.prior_codes(n, seed=1))
-            sets[f"{self.budget.dit_arch}: DLC encoded from test images, CFG {self.budget.guidance}"] = (
-                "dit", test_codes[pick])
+            arch = self.budget.dit_arch
+            sets[f"{arch}: DLC from the prior, CFG {g}"] = ("dit", {"prior": "prior"}, {"num_images": n}, g)
+            sets[f"{arch}: DLC encoded from test images, CFG {g}"] = ("dit", {}, {"codes": test_codes[pick]}, g)
         rows = []
-        for label, (run, codes) in sets.items():
-            guidance = self.budget.guidance if run == "dit" else 1.0
-            images = self.generate(run, codes, num=n, guidance=guidance, seed=1)
+        for label, (run, parts, inputs, guidance) in sets.items():
+            images = self.generate(self.pipeline(run, **parts), guidance, seed=1, **inputs)
             save_pngs(images, self.root / "fid" / run.replace("/", "-") / label.split(" ")[0].lower())
             scores = fid(images, reference, kid=False, isc=False, progress=False)
             rows.append({"conditioning": label, "FID": round(scores["fid"], 1), "samples": n,
-                         "reference": f"{len(reference)} test emoji", "sampler": f"{self.budget.sample_steps} steps"})
+                         "reference": f"{len(self.test_set)} test emoji", "sampler": f"{self.budget.sample_steps} steps"})
             print(f"  FID {label}: {scores['fid']:.1f}")
         real = fid(self.train_set.images[:n], reference, kid=False, isc=False, progress=False)
         rows.append({"conditioning": "real train emoji (floor at this sample count)", "FID": round(real["fid"], 1),
-                     "samples": n, "reference": f"{len(reference)} test emoji", "sampler": "-"})
+                     "samples": n, "reference": f"{len(self.test_set)} test emoji", "sampler": "-"})
         return {"fid": rows}
 
     # ---- report ------------------------------------------------------------------------------------
@@ -289,9 +277,11 @@ class Demo:
         sections = [
             Section("Real emoji (test split)", images=[("report/real.png", "held-out test emoji with their names")]),
             Section("Reconstructions: image → code → image",
-                    f"Top: test emoji (never trained on). Bottom: the DiT's images from their {self.code_shape()} codes "
-                    f"({b.sample_steps} sampler steps, guidance {b.guidance}).",
-                    images=[("report/reconstructions.png", "top: originals; bottom: generated from their codes")]),
+                    f"Each picture, top: emoji; bottom: the DiT's images from their {self.code_shape()} codes "
+                    f"({b.sample_steps} sampler steps, guidance {b.guidance}). The first are test emoji, never seen "
+                    "by any model; the second training emoji.",
+                    images=[("report/reconstructions.png", "test emoji. Top: originals; bottom: generated from their codes"),
+                            ("report/reconstructions_train.png", "the same for training emoji")]),
             Section("Unconditional samples: codes from the prior, images from the DiT",
                     images=[("report/prior_samples.png", "32 codes drawn from the masked-diffusion prior")]),
             Section("Compositions", "Each row: parent A, parent B, then six images from codes whose tokens "
