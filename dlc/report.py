@@ -91,7 +91,7 @@ def plot_losses(runs: dict[str, RunDir], path: str | Path, key: str = "loss") ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {name: run.read_metrics() for name, run in runs.items()}
+    curves = {name: [r for r in run.read_metrics() if key in r] for name, run in runs.items()}  # not eval rows
     curves = {name: rows for name, rows in curves.items() if rows}
     if not curves:
         return None
