@@ -125,16 +125,28 @@ class DDPMObjective:
 
 
 class FlowObjective:
-    """Velocity prediction on the linear path from data (t=0) to noise (t=1)."""
+    """Velocity prediction on the linear path from data (t=0) to noise (t=1).
+
+    ``time_sampling``: training times uniform in [0, 1], or ``logit_normal`` (sigmoid of a standard
+    normal: Stable Diffusion 3's choice, which spends the steps on the middle noise levels)."""
 
     name = "flow"
     learn_sigma = False
     samplers = ("euler", "heun", "dpm")
     default_sampler = "euler"
+    time_samplings = ("uniform", "logit_normal")
+
+    def __init__(self, time_sampling: str = "uniform"):
+        if time_sampling not in self.time_samplings:
+            raise ValueError(f"unknown time_sampling {time_sampling!r}; choose from {self.time_samplings}")
+        self.time_sampling = time_sampling
 
     def loss(self, model, x0: torch.Tensor, codes, drop) -> tuple[torch.Tensor, dict]:
         B = x0.shape[0]
-        t = torch.rand(B, device=x0.device)
+        if self.time_sampling == "logit_normal":
+            t = torch.sigmoid(torch.randn(B, device=x0.device))
+        else:
+            t = torch.rand(B, device=x0.device)
         noise = torch.randn_like(x0)
         tt = t.view(-1, 1, 1, 1)
         xt = (1 - tt) * x0 + tt * noise
@@ -166,10 +178,11 @@ class FlowObjective:
 OBJECTIVES = {"ddpm": DDPMObjective, "flow": FlowObjective}
 
 
-def get_objective(name: str):
+def get_objective(name: str, **options):
+    """An objective by name; ``options`` go to its constructor (flow: ``time_sampling``)."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose from {list(OBJECTIVES)}")
-    return OBJECTIVES[name]()
+    return OBJECTIVES[name](**options)
 
 
 # --------------------------------------------------------------------------------------------

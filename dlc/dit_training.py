@@ -77,6 +77,7 @@ class DiTRunConfig:
     model: DiTModelConfig = field(default_factory=DiTModelConfig)
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     objective: Literal["flow", "ddpm"] = "flow"
+    flow_time: Literal["uniform", "logit_normal"] = "uniform"  # objective=flow: how training times are drawn
     latent: str = "pixel"  # or a diffusers VAE name / folder (with latent shards: the VAE that wrote them)
     hflip: bool = False  # random horizontal flips (kind=shards: the stored flipped pairs)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -359,7 +360,7 @@ def _shard_space(config: DiTRunConfig, info: dict):
 
 def build(config: DiTRunConfig):
     """(model, objective, latent space, dataset, frozen encoder) for a config."""
-    objective = get_objective(config.objective)
+    objective = get_objective(config.objective, **({"time_sampling": config.flow_time} if config.objective == "flow" else {}))
     if config.condition.kind == "shards":
         dataset, info = shard_data(config)
         space = _shard_space(config, info)

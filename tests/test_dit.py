@@ -100,3 +100,20 @@ def test_ddpm_loss_has_mse_and_variance_bound():
     loss, metrics = get_objective("ddpm").loss(model, torch.rand(4, 3, 16, 16) * 2 - 1, torch.zeros(4, L, dtype=torch.long), None)
     assert loss.item() == pytest.approx(metrics["mse"] + metrics["vlb"], rel=1e-4)
     assert metrics["mse"] == pytest.approx(1.0, abs=0.2)  # zero-initialised output: eps error ~ Var(noise)
+
+
+@pytest.mark.parametrize("time_sampling, middle_share", [("uniform", 0.4), ("logit_normal", 0.6)])
+def test_flow_training_times_follow_the_chosen_distribution(time_sampling, middle_share):
+    seen = []
+
+    def model(xt, t, codes, drop):
+        seen.append(t / 1000)
+        return torch.zeros_like(xt)
+
+    torch.manual_seed(0)
+    get_objective("flow", time_sampling=time_sampling).loss(model, torch.zeros(20000, 1, 1, 1), None, None)
+    t = torch.cat(seen)
+    assert 0 < t.min() and t.max() < 1 and abs(t.mean() - 0.5) < 0.01
+    assert ((0.3 < t) & (t < 0.7)).float().mean() == pytest.approx(middle_share, abs=0.02)
+    with pytest.raises(ValueError, match="time_sampling"):
+        get_objective("flow", time_sampling="cosine")

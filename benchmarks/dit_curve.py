@@ -1,0 +1,129 @@
+"""What a DiT has learned after how many minutes: FID and reconstruction error at each checkpoint.
+
+    python benchmarks/dit_curve.py --run runs/demo/dit --test-codes runs/demo/codes/test.npy
+
+For every checkpoint of a DiT run (train with ``train.keep_checkpoints=0`` to keep them all), the
+EMA weights generate ``--num`` images from the codes of held-out test emoji and as many from the
+codes of training emoji (the run's ``condition.codes``), with the same sampler settings, then:
+- ``fid``: FID of the test-code images against the test emoji (``--reference``), the standard
+  Inception network; at a few hundred samples FID is biased high (real-vs-real is the floor, also
+  recorded);
+- ``recon_mse_test`` / ``recon_mse_train``: mean squared error, in [-1, 1] pixel units, between
+  each generated image and the emoji whose code made it (image -> code -> image), against
+  ``shuffled``: the same images compared with the emoji of another code (the error a model that
+  ignores its code would make).
+Minutes are wall-clock training minutes read from the run's metrics.jsonl. Writes JSON (one
+entry per run, keyed by run directory) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import dlc
+from dlc import eval as dlc_eval
+from dlc.codes import load_codes
+from dlc.config import load_config
+from dlc.data import to_float
+from dlc.diffusion import get_objective
+from dlc.dit import DiT
+from dlc.dit_training import DiTRunConfig
+from dlc.pipeline import DLCPipeline
+from dlc.runs import RunDir
+
+
+def training_minutes(run: RunDir) -> dict[int, float]:
+    """step -> wall-clock minutes since the start, from the logged times (the first logged step's
+    time is extrapolated back to step 0)."""
+    rows = [r for r in run.read_metrics() if "loss" in r]
+    (s0, t0), (s1, t1) = (rows[0]["step"], rows[0]["time"]), (rows[1]["step"], rows[1]["time"])
+    start = t0 - s0 * (t1 - t0) / (s1 - s0)
+    return {r["step"]: (r["time"] - start) / 60 for r in rows}
+
+
+def evaluate(pipe, codes: torch.Tensor, originals: torch.Tensor, args) -> tuple[torch.Tensor, float, float]:
+    """(uint8 images from ``codes``, MSE to their originals, MSE to shuffled originals)."""
+    images = pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps, seed=args.seed,
+                  batch_size=64, output_type="uint8")
+    generated, real = to_float(images), to_float(originals)
+    shuffled = real.roll(1, dims=0)
+    return images, (generated - real).pow(2).mean().item(), (generated - shuffled).pow(2).mean().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a DiT run directory (config.yaml, checkpoints/)")
+    parser.add_argument("--test-codes", required=True, help="codes of the test split (.npy, row i = test emoji i)")
+    parser.add_argument("--num", type=int, default=256, help="images per evaluation (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=25, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="(default: %(default)s, no guidance)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", default="emoji-32-test")
+    parser.add_argument("--every", type=int, default=1, help="evaluate every k-th checkpoint (default: all)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results/dit_curve.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    run = RunDir(args.run)
+    config = load_config(DiTRunConfig, run.config_path)
+    test = dlc.data.load("emoji", size=32, split="test")
+    train = config.data.load("train")
+    pick_test = torch.arange(min(args.num, len(test)))
+    test_codes, train_codes = load_codes(args.test_codes)[pick_test], load_codes(config.condition.codes)[: args.num]
+    test_images, train_images = test.images[pick_test], train.images[: args.num]
+    objective = get_objective(config.objective)
+    model = DiT.from_pretrained(run.model_dir).eval()
+    pipe = DLCPipeline(dit=model, scheduler=objective.make_scheduler(config.sample.sampler or objective.default_sampler),
+                       objective=config.objective)
+    pipe.set_progress_bar_config(disable=True)
+    minutes = training_minutes(run)
+    floor = dlc_eval.fid(train.images[: len(pick_test)], args.reference, kid=False, isc=False, progress=False)["fid"]
+
+    rows = []
+    for step in run.checkpoint_steps()[:: args.every]:
+        model.load_state_dict(load_file(run.checkpoints / str(step) / "ema.safetensors"))
+        start = time.perf_counter()
+        images, mse_test, shuffled_test = evaluate(pipe, test_codes, test_images, args)
+        _, mse_train, shuffled_train = evaluate(pipe, train_codes, train_images, args)
+        fid = dlc_eval.fid(images, args.reference, kid=False, isc=False, progress=False)["fid"]
+        rows.append({"step": step, "minutes": round(minutes.get(step, float("nan")), 2), "fid": round(fid, 1),
+                     "recon_mse_test": round(mse_test, 4), "shuffled_mse_test": round(shuffled_test, 4),
+                     "recon_mse_train": round(mse_train, 4), "shuffled_mse_train": round(shuffled_train, 4),
+                     "eval_seconds": round(time.perf_counter() - start, 1)})
+        print(rows[-1], flush=True)
+
+    result = {
+        "command": "python benchmarks/dit_curve.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "run": str(run.root), "arch": config.model.arch, "objective": config.objective,
+        "batch_size": config.train.batch_size, "lr": config.train.lr, "condition": config.condition.kind,
+        "sampler": f"{config.sample.sampler or objective.default_sampler}, {args.steps} steps, "
+                   f"guidance {args.guidance_scale}",
+        "fid_samples": len(pick_test), "reference": args.reference, "real_vs_real_fid_floor": round(floor, 1),
+        "torch_threads": torch.get_num_threads(), "load_average_after": round(os.getloadavg()[0], 2),
+        "curve": rows,
+    }
+    out = Path(args.out)
+    everything = json.loads(out.read_text()) if out.exists() else {}
+    everything[str(run.root)] = result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(everything, indent=1) + "\n")
+    print(f"\n{config.model.arch}, {config.objective}, batch {config.train.batch_size}, lr {config.train.lr}: "
+          f"FID@{len(pick_test)} (floor {floor:.1f}) and reconstruction MSE (shuffled-code MSE)")
+    print(f"{'step':>6} {'min':>6} {'FID':>7} {'test mse':>16} {'train mse':>16}")
+    for r in rows:
+        print(f"{r['step']:>6} {r['minutes']:>6.1f} {r['fid']:>7.1f} {r['recon_mse_test']:>7.4f} ({r['shuffled_mse_test']:.4f})"
+              f" {r['recon_mse_train']:>7.4f} ({r['shuffled_mse_train']:.4f})")
+
+
+if __name__ == "__main__":
+    main()
