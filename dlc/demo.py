@@ -36,13 +36,14 @@ from .runs import RunDir
 
 @dataclass
 class Budget:
-    encoder_steps: int = 600
-    dit_steps: int = 2000
-    dit_arch: str = "DiT-T/4"
+    encoder_steps: int = 500
+    dit_steps: int = 4500
+    dit_arch: str = "DiT-N/4"
+    dit_minutes: float = 20.0  # the DiT stops here on a slower machine (0: no limit)
     table_steps: int = 600
     table_arch: str = "DiT-N/4"
     prior_steps: int = 1500
-    text_steps: int = 1500
+    text_steps: int = 1000
     sample_steps: int = 25  # DiT sampler steps for pictures and FID
     guidance: float = 3.0  # for pictures; the table uses no guidance, as the paper's ablation
     fid_samples: int = 128
@@ -51,14 +52,14 @@ class Budget:
     def scaled(self, scale: float) -> Budget:
         steps = {k: max(1, round(v * scale)) for k, v in asdict(self).items() if k.endswith("_steps")
                  and k not in ("sample_steps", "prior_sample_steps")}
-        return replace(self, **steps)
+        return replace(self, **steps, dit_minutes=self.dit_minutes * scale)
 
 
 QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=15, prior_steps=30, text_steps=30,
                sample_steps=8, fid_samples=24, prior_sample_steps=16)
 
-# measured seconds per training step on 2 CPU cores, for the time estimates shown
-SECONDS_PER_STEP = {"encoder": 0.35, "DiT-T/4": 0.8, "DiT-N/4": 0.35, "prior": 0.12, "text": 0.12}
+# seconds per training step measured on 2 idle CPU cores (AMD EPYC), for the time estimates shown
+SECONDS_PER_STEP = {"encoder": 0.96, "DiT-T/4": 0.55, "DiT-N/4": 0.22, "prior": 0.13, "text": 0.18}
 
 
 class Demo:
@@ -85,6 +86,7 @@ class Demo:
     def stages(self) -> list[tuple[str, callable, float]]:
         b = self.budget
         dit_min = b.dit_steps * SECONDS_PER_STEP.get(b.dit_arch, 1.0) / 60
+        dit_min = min(dit_min, b.dit_minutes) if b.dit_minutes else dit_min
         table_min = 3 * b.table_steps * SECONDS_PER_STEP.get(b.table_arch, 1.0) / 60
         stages = [
             ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
@@ -158,7 +160,8 @@ class Demo:
         b = self.budget
         self._train("dit", "dit", b.dit_steps, f"model.arch={b.dit_arch}", "condition.kind=codes",
                     f"condition.codes={self.root / 'codes' / 'train.npy'}", f"condition.vocab_size={self.vocab_size}",
-                    f"sample.guidance_scale={b.guidance}", f"sample.steps={b.sample_steps}")
+                    f"sample.guidance_scale={b.guidance}", f"sample.steps={b.sample_steps}",
+                    f"train.time_limit_minutes={b.dit_minutes}", "train.keep_checkpoints=0")  # for the curve
         return {}
 
     def stage_prior(self) -> dict:

@@ -1,0 +1,53 @@
+"""`dlc demo` end to end at a smoke budget: every stage runs, the report shows every picture and table,
+and a re-run reuses the finished stages."""
+
+import json
+import re
+
+import pytest
+
+from dlc.cli import main
+from dlc.demo import QUICK, Budget
+
+
+def test_budget_scaling_touches_training_steps_only():
+    doubled = Budget().scaled(2)
+    assert doubled.dit_steps == 2 * Budget().dit_steps and doubled.encoder_steps == 2 * Budget().encoder_steps
+    assert doubled.sample_steps == Budget().sample_steps and doubled.fid_samples == Budget().fid_samples
+    assert QUICK.scaled(0.01).dit_steps == 1
+
+
+def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
+    state = json.loads((out / "demo.json").read_text())
+    assert list(state) == ["encoder", "codes", "dit", "prior", "text", "table", "samples", "evaluate", "report"]
+
+    html = (out / "report.html").read_text()
+    pictures = re.findall(r'<img src="([^"]+)"', html)
+    assert {"report/real.png", "report/reconstructions.png", "report/prior_samples.png", "report/compositions.png",
+            "report/text_train.png", "report/text_heldout.png", "report/losses.png"} <= set(pictures)
+    assert all((out / p).stat().st_size > 1000 for p in pictures)
+    assert (out / "report.md").read_text().count("![") == len(pictures)
+
+    rows = state["evaluate"]["result"]["fid"]
+    assert [r["conditioning"] for r in rows[:4]] == ["none (unconditional DiT)", "class label (subgroup)",
+                                                     "DLC from the prior", "DLC encoded from test images"]
+    assert all(r["FID"] > 0 and r["samples"] == 8 for r in rows)
+    assert "DLC encoded from test images" in html and "<table>" in html
+
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert log.count("reused") == 8 and "[9/9] report: starting" in log
+
+
+@pytest.mark.parametrize("flag", ["--table", "--no-table"])
+def test_demo_table_flags_choose_the_stages(tmp_path, flag):
+    from dlc.demo import Demo
+
+    only_table, no_table = flag == "--table", flag == "--no-table"
+    demo = Demo(str(tmp_path / "d"), quick=True, table=not no_table, only_table=only_table)
+    names = [name for name, _, _ in demo.stages()]
+    assert ("table" in names) != no_table
+    assert ("dit" in names) != only_table and "report" in names
