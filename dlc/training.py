@@ -45,6 +45,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.0
+    weight_decay_end: float | None = None  # cosine from weight_decay to this over the run (DINO's 0.04 -> 0.4)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     ema_decay: float = 0.999
@@ -136,6 +137,14 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
+
+
+def weight_decay_at(step: int, cfg: TrainConfig) -> float:
+    """The weight decay of the matrices at ``step``: constant, or cosine to ``weight_decay_end``."""
+    if cfg.weight_decay_end is None:
+        return cfg.weight_decay
+    progress = min(1.0, step / max(1, cfg.steps))
+    return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def make_accelerator(mixed_precision: str = "auto"):
@@ -239,6 +248,7 @@ def fit(
             )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
+        optimizer.param_groups[0]["weight_decay"] = weight_decay_at(step, cfg)  # group 0: the matrices
         if cfg.grad_clip:
             metrics["grad_norm"] = float(accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.grad_clip))
         optimizer.step()

@@ -80,6 +80,20 @@ def test_extending_a_finished_cosine_run_follows_the_new_schedule(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the first resumed step trains
 
 
+def test_weight_decay_schedule_reaches_the_optimizer(tmp_path):
+    from dlc.runs import RunDir
+    from dlc.training import weight_decay_at
+
+    cfg = TrainConfig(steps=10, weight_decay=0.04, weight_decay_end=0.4)
+    assert weight_decay_at(0, cfg) == pytest.approx(0.04) and weight_decay_at(10, cfg) == pytest.approx(0.4)
+    assert weight_decay_at(5, cfg) == pytest.approx(0.22)
+    assert weight_decay_at(7, TrainConfig(weight_decay=0.1)) == 0.1
+    run = RunDir(tmp_path / "run")
+    train_tiny(run, 10, weight_decay=0.04, weight_decay_end=0.4)
+    groups = torch.load(run.checkpoints / "10" / "state.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == pytest.approx(weight_decay_at(9, cfg)) and groups[1]["weight_decay"] == 0
+
+
 def test_loss_decreases_and_run_dir_layout(run_dir):
     train_tiny(run_dir, 30)
     rows = run_dir.read_metrics()
