@@ -142,7 +142,8 @@ class Demo:
     def encoder(self):
         from .encoder import DLCEncoder
 
-        return DLCEncoder.from_pretrained(self.root / "encoder" / "model").eval()
+        return DLCEncoder.from_pretrained(self.root / "encoder" / "model").eval().to(
+            "cuda" if torch.cuda.is_available() else "cpu")
 
     def stage_codes(self) -> dict:
         from .codes import batched, evaluate_codes
@@ -198,7 +199,7 @@ class Demo:
         key = (run, *sorted(parts.items()))
         if key not in self._pipelines:
             pipe = DLCPipeline.from_runs(self.root / run, **{k: self.root / v for k, v in parts.items()})
-            pipe.set_progress_bar_config(disable=True)
+            pipe.to("cuda" if torch.cuda.is_available() else "cpu").set_progress_bar_config(disable=True)
             self._pipelines[key] = pipe
         return self._pipelines[key]
 
