@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -23,7 +22,7 @@ from dlc.runs import RunDir
 ROOT = Path(__file__).resolve().parents[1]
 OBSERVER = Path(__file__).parent / "dist_observer"
 
-pytestmark = pytest.mark.slow  # two launches of the real scripts each: about 30-60 s on 2 cores
+# Not marked slow: this is the scale-out proof CI must run (two launches per test, about 30 s each on 2 cores).
 
 DIT_OVERRIDES = [
     "model.arch=DiT-N/8", "condition.kind=random", "condition.code_length=4", "condition.random_vocab=8",
@@ -35,8 +34,6 @@ ENCODER_OVERRIDES = [
     "model.code_length=4", "model.vocab_size=8", "ssl.prototypes=32", "ssl.head_hidden=32",
     "ssl.head_bottleneck=16", "crops.local_crops=1", "train.batch_size=4", "train.warmup_steps=0",
     "train.checkpoint_every=1", "train.log_every=1",
-    # constant: the resume extends the run from 2 to 3 steps, and a cosine schedule that ended at
-    # lr 0 would make the first resumed step a no-op (the restored optimizer carries lr 0)
     "train.lr_schedule=constant",
 ]
 
