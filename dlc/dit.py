@@ -204,7 +204,7 @@ SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12
 DIT_MODELS = {
     f"DiT-{size}/{patch}": partial(DiT, depth=d, hidden_size=w, num_heads=h, patch_size=patch)
     for size, (d, w, h) in SIZES.items()
-    for patch in (2, 4, 8)
+    for patch in (1, 2, 4, 8)  # patch 1: small latents (8x8 from a 4x-downsampling VAE)
 }
 
 

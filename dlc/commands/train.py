@@ -14,6 +14,7 @@ STAGES = {
     "dit": "dlc.dit_training",
     "prior": "dlc.prior",
     "text": "dlc.text",
+    "vae": "dlc.vae_training",
 }
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -35,7 +36,7 @@ def resolve_config(stage: str, name: str) -> Path:
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "train", help="train a stage: encoder, dit, prior or text",
+        "train", help="train a stage: encoder, dit, prior, text or vae",
         description="Train one stage. Settings come from --config (a YAML file or a preset name such as "
         "'emoji', 'fashion' or 'imagenet') with key=value overrides, e.g. "
         "'dlc train dit --config emoji train.steps=2000 train.lr=1e-3'. "
