@@ -305,7 +305,7 @@ class Demo:
                 "count: compare rows, not with the paper). Reproduce with `dlc demo --table`.",
                 tables=[self.state["evaluate"]["result"]["fid"]]))
         if "codes" in self.state:
-            sections.append(Section("Codes", tables=[[self.state["codes"]["result"]]]))
+            sections.append(self.codes_section(self.state["codes"]["result"]))
         sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
         sections.append(Section("Time", f"Total {total:.1f} min on this machine.",
                                 tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
@@ -313,6 +313,15 @@ class Demo:
                      f"Encoder, DiT, prior and text model trained from scratch on {len(self.train_set)} emoji at 32x32 "
                      f"{'(quick smoke run: quality not expected)' if self.quick else ''}.", sections)
         return {}
+
+    @staticmethod
+    def codes_section(result: dict) -> Section:
+        accuracy = [{"subgroup accuracy on test emoji": name, "one-hot codes": result["codes"][key],
+                     "continuous features": result["features"][key]}
+                    for name, key in (("linear probe", "linear_probe"), ("20-NN", "knn"))]
+        usage = [{"code usage (training emoji)": k.replace("_", " "), "value": v} for k, v in result["usage"].items()]
+        return Section("Codes", "How much of an emoji's class its code keeps, and how the codes use their values. "
+                       "Chance is about 1% (99 subgroups).", tables=[accuracy, usage])
 
     def code_shape(self) -> str:
         codes = load_codes(self.root / "codes" / "test.npy")
