@@ -19,12 +19,11 @@ entry per run, keyed by run directory) and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import torch
+from _results import merge_into
 from safetensors.torch import load_file
 
 import dlc
@@ -112,11 +111,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "load_average_after": round(os.getloadavg()[0], 2),
         "curve": rows,
     }
-    out = Path(args.out)
-    everything = json.loads(out.read_text()) if out.exists() else {}
-    everything[str(run.root)] = result
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(everything, indent=1) + "\n")
+    merge_into(args.out, str(run.root), result)
     print(f"\n{config.model.arch}, {config.objective}, batch {config.train.batch_size}, lr {config.train.lr}: "
           f"FID@{len(pick_test)} (floor {floor:.1f}) and reconstruction MSE (shuffled-code MSE)")
     print(f"{'step':>6} {'min':>6} {'FID':>7} {'test mse':>16} {'train mse':>16}")

@@ -13,12 +13,11 @@ images (same noise, same codes). Writes JSON and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import torch
+from _results import merge_into
 
 import dlc
 from dlc import eval as dlc_eval
@@ -83,11 +82,7 @@ def main() -> None:
         "reference_sampler": f"{reference_plan[0]} {reference_plan[1]} steps",
         "torch_threads": torch.get_num_threads(), "load_average_after": round(os.getloadavg()[0], 2), "rows": rows,
     }
-    out = Path(args.out)
-    everything = json.loads(out.read_text()) if out.exists() else {}
-    everything[args.run] = result
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(everything, indent=1) + "\n")
+    merge_into(args.out, args.run, result)
     print(f"\n{'sampler':>8} {'steps':>6} {'NFE':>5} {'FID':>7} {'MSE to ref':>11} {'s':>6}")
     for r in rows:
         print(f"{r['sampler']:>8} {r['steps']:>6} {r['network_evaluations']:>5} {r['fid']:>7.1f} "

@@ -49,6 +49,13 @@ def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
     return torch.cat([embed(yy), embed(xx)], dim=1)
 
 
+def zero_init_modulation(blocks) -> None:
+    """adaLN-Zero: zero the last layer of each block's modulation MLP, so gates and shifts start at 0."""
+    for block in blocks:
+        nn.init.zeros_(block.modulation[-1].weight)
+        nn.init.zeros_(block.modulation[-1].bias)
+
+
 class TimestepEmbedder(nn.Module):
     def __init__(self, hidden: int, freq_dim: int = 256):
         super().__init__()
@@ -170,9 +177,7 @@ class DiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.patch_embed.bias)
         for layer in self.t_embedder.mlp[::2]:
             nn.init.normal_(layer.weight, std=0.02)
-        for block in [*self.blocks, self.final_layer]:  # adaLN-Zero: every block starts as the identity
-            nn.init.zeros_(block.modulation[-1].weight)
-            nn.init.zeros_(block.modulation[-1].bias)
+        zero_init_modulation([*self.blocks, self.final_layer])  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 

