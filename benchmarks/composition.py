@@ -28,21 +28,19 @@ import torch
 import dlc
 from dlc import eval as dlc_eval
 from dlc.compose import compose, interpolate
-from dlc.data import to_float
 
 
 def images_for(pipe, codes: torch.Tensor, args) -> torch.Tensor:
-    out = pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps, seed=args.seed,
-               batch_size=args.batch_size, output_type="pt")
-    out = getattr(out, "images", out)
-    return torch.stack(list(out)) if not isinstance(out, torch.Tensor) else out
+    """uint8 (B, C, H, W): the input both the encoder and the Inception features read in [0, 255]."""
+    return pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps, seed=args.seed,
+                batch_size=args.batch_size, output_type="uint8")
 
 
 def mean_std(values: list[float]) -> dict:
     return {"mean": round(statistics.mean(values), 3), "std": round(statistics.stdev(values), 3) if len(values) > 1 else 0.0}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="pipeline folder or run root with encoder/ and dit/")
     parser.add_argument("--pairs", type=int, default=12)
@@ -52,8 +50,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--features", default="inception", choices=["inception", "tiny"],
+                        help="the image features of the first Vendi column (tiny: a fast random net, smoke runs)")
     parser.add_argument("--out", default="benchmarks/results/composition.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
@@ -75,10 +75,11 @@ def main() -> None:
     unrelated = [k for k in order if k not in used][: args.pairs]
 
     with torch.no_grad():
-        all_codes = encoder.encode(to_float(test.images))
+        all_codes = encoder.encode(test.images)
     V = encoder.config.vocab_size
     k = args.per_pair
-    rows = {"dlc": {"vendi_inception": [], "vendi_encoder": []}, "average": {"vendi_inception": [], "vendi_encoder": []}}
+    image_key = f"vendi_{args.features}"
+    rows = {name: {image_key: [], "vendi_encoder": []} for name in ("dlc", "average")}
     agree_a, agree_b, agree_chance = [], [], []
     for p, (i, j) in enumerate(pairs):
         a, b = all_codes[i], all_codes[j]
@@ -86,32 +87,33 @@ def main() -> None:
         averaged = interpolate(a, b, alphas=[0.5] * k, vocab_size=V)
         for name, codes in (("dlc", composed), ("average", averaged)):
             images = images_for(pipe, codes, args)
-            rows[name]["vendi_inception"].append(dlc_eval.vendi(dlc_eval.image_features(images)))
+            rows[name][image_key].append(dlc_eval.vendi(dlc_eval.image_features(images, args.features)))
             with torch.no_grad():
-                rows[name]["vendi_encoder"].append(dlc_eval.vendi(encoder.features(to_float(images)).flatten(1)))
+                rows[name]["vendi_encoder"].append(dlc_eval.vendi(encoder.features(images).flatten(1)))
             if name == "dlc":
                 with torch.no_grad():
-                    recoded = encoder.encode(to_float(images))
+                    recoded = encoder.encode(images)
                 agree_a.append((recoded == a).float().mean().item())
                 agree_b.append((recoded == b).float().mean().item())
                 agree_chance.append((recoded == all_codes[unrelated[p]]).float().mean().item())
-        print(f"pair {p + 1}/{len(pairs)}: vendi dlc {rows['dlc']['vendi_inception'][-1]:.2f} "
-              f"average {rows['average']['vendi_inception'][-1]:.2f}", flush=True)
+        print(f"pair {p + 1}/{len(pairs)}: vendi dlc {rows['dlc'][image_key][-1]:.2f} "
+              f"average {rows['average'][image_key][-1]:.2f}", flush=True)
 
     result = {
         "model": args.model, "pairs": len(pairs), "images_per_pair": k, "steps": args.steps,
         "guidance_scale": args.guidance_scale, "sampler": "pipeline default", "seed": args.seed,
+        "image_features": args.features,
         "code_length": int(all_codes.shape[1]), "vocab_size": V,
         "vendi": {name: {key: mean_std(v) for key, v in cols.items()} for name, cols in rows.items()},
         "parent_agreement": {"parent_a": mean_std(agree_a), "parent_b": mean_std(agree_b),
                              "unrelated_emoji": mean_std(agree_chance), "uniform_chance": round(1 / V, 4)},
         "seconds": round(time.perf_counter() - start, 1),
         "command": f"benchmarks/composition.py --model {args.model} --pairs {args.pairs} --per-pair {k} "
-                   f"--steps {args.steps} --guidance-scale {args.guidance_scale} --seed {args.seed}",
+                   f"--steps {args.steps} --guidance-scale {args.guidance_scale} --seed {args.seed} --features {args.features}",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'':22s}{'Vendi (Inception)':>20s}{'Vendi (encoder)':>20s}")
+    print(f"{'':22s}{f'Vendi ({args.features})':>20s}{'Vendi (encoder)':>20s}")
     for name, cols in result["vendi"].items():
         cells = [f"{c['mean']:.2f} +- {c['std']:.2f}" for c in cols.values()]
         print(f"{name:22s}{cells[0]:>20s}{cells[1]:>20s}")
@@ -119,6 +121,7 @@ def main() -> None:
         value = c if isinstance(c, float) else "{mean:.3f} +- {std:.3f}".format(**c)
         print(f"agreement {name:16s}{value}")
     print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

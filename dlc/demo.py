@@ -37,9 +37,9 @@ from .runs import RunDir
 @dataclass
 class Budget:
     encoder_steps: int = 400
-    dit_steps: int = 6000  # measured: faces take shape between 3,000 and 4,500 steps and keep improving
+    dit_steps: int = 4700  # measured: faces take shape between 3,000 and 4,500 steps; 4,700 fit 20 minutes
     dit_arch: str = "DiT-N/4"
-    dit_minutes: float = 25.0  # the DiT stops here on a slower machine (0: no limit)
+    dit_minutes: float = 21.0  # the DiT stops here on a slower machine (0: no limit)
     table_steps: int = 400
     table_arch: str = "DiT-N/4"
     prior_steps: int = 1200
@@ -59,7 +59,7 @@ QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=1
                sample_steps=8, fid_samples=24, prior_sample_steps=16)
 
 # seconds per training step measured on 2 idle CPU cores (AMD EPYC), for the time estimates shown
-SECONDS_PER_STEP = {"encoder": 0.96, "DiT-T/4": 0.55, "DiT-N/4": 0.22, "prior": 0.13, "text": 0.18}
+SECONDS_PER_STEP = {"encoder": 0.96, "DiT-T/4": 0.55, "DiT-N/4": 0.26, "prior": 0.13, "text": 0.18}
 
 
 class Demo:
