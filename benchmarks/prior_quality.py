@@ -8,6 +8,8 @@ Reference and noise floor: the run's training codes are split into ``num`` "real
 rest (the reference); sampled codes (also ``num``) and the real ones are compared with the same
 reference, so the real row is the floor a perfect prior would reach at this sample count.
 For ``synthetic:markov`` runs the true source also scores every row (bits/token under the source).
+The JSON is written after every row; re-running with the same ``--run``, ``--num`` and ``--out``
+skips the rows already there (a 1,024-step row of 1,000 codes takes about an hour on one core).
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def row(name: str, codes: torch.Tensor, reference: torch.Tensor, markov_v: int |
     return out
 
 
+def resumable(out: Path, run: str, num: int) -> dict | None:
+    """The partial result of an interrupted sweep of the same run and sample count, if ``out`` holds one."""
+    if not out.exists():
+        return None
+    result = json.loads(out.read_text())
+    return result if result.get("run") == run and result.get("num") == num else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a trained prior run directory")
@@ -63,25 +73,33 @@ def main() -> None:
     markov_v = V if config.data.codes == "synthetic:markov" else None
     real, reference = train_codes[: args.num], train_codes[args.num:]
 
-    result = {"run": args.run, "device": args.device, "codes": config.data.codes,
-              "L": prior.config.code_length, "V": V, "num": args.num,
-              "heldout_codes": len(heldout),
-              "heldout_bits": heldout_bits(prior, heldout, samples_per_code=args.elbo_samples),
-              "unigram": unigram_bits(train_codes, heldout, V), "rows": []}
-    if markov_v:
-        result["source_entropy_bits"] = markov_entropy_bits(prior.config.code_length, V)
-    result["rows"].append(row("real", real, reference, markov_v))
+    out = Path(args.out)
+    result = resumable(out, args.run, args.num)
+    if result is None:
+        result = {"run": args.run, "device": args.device, "codes": config.data.codes,
+                  "L": prior.config.code_length, "V": V, "num": args.num,
+                  "heldout_codes": len(heldout),
+                  "heldout_bits": heldout_bits(prior, heldout, samples_per_code=args.elbo_samples),
+                  "unigram": unigram_bits(train_codes, heldout, V), "rows": []}
+        if markov_v:
+            result["source_entropy_bits"] = markov_entropy_bits(prior.config.code_length, V)
+        result["rows"].append(row("real", real, reference, markov_v))
+        out.write_text(json.dumps(result, indent=2))
+    done = {r["name"] for r in result["rows"]}
     settings = ([(s, 0.0, 1.0) for s in args.steps] + [(args.at_steps, e, 1.0) for e in args.etas]
                 + [(args.at_steps, 0.0, temp) for temp in args.temperatures])
     for steps, eta, temperature in settings:
+        name = f"prior {steps} steps" + (f" eta {eta}" if eta else "") + (f" T {temperature}" if temperature != 1 else "")
+        if name in done:
+            continue
         started = time.perf_counter()
         codes = prior.sample(args.num, seed=0, steps=steps, eta=eta, temperature=temperature,
                              batch_size=args.batch_size).cpu()
         seconds = time.perf_counter() - started
-        name = f"prior {steps} steps" + (f" eta {eta}" if eta else "") + (f" T {temperature}" if temperature != 1 else "")
         result["rows"].append(row(name, codes, reference, markov_v, steps=steps, eta=eta, temperature=temperature,
                                   ms_per_code=1000 * seconds / args.num))
-    Path(args.out).write_text(json.dumps(result, indent=2))
+        out.write_text(json.dumps(result, indent=2))  # after every row: a long sweep can be resumed
+        print(f"{name}: {seconds:.0f} s", flush=True)
 
     print(f"{args.run}: held-out {result['heldout_bits']:.3f} bits/token ({len(heldout)} codes); unigram "
           f"{result['unigram']['bits']:.3f} (alpha {result['unigram']['alpha']})"
