@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
             break
     unrelated = [k for k in order if k not in used][: args.pairs]
 
-    with torch.no_grad():
-        all_codes = encoder.encode(test.images)
+    all_codes = encoder.encode(test.images)
     V = encoder.config.vocab_size
     k = args.per_pair
     image_key = f"vendi_{args.features}"
@@ -88,11 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, codes in (("dlc", composed), ("average", averaged)):
             images = images_for(pipe, codes, args)
             rows[name][image_key].append(dlc_eval.vendi(dlc_eval.image_features(images, args.features)))
-            with torch.no_grad():
-                rows[name]["vendi_encoder"].append(dlc_eval.vendi(encoder.features(images).flatten(1)))
+            rows[name]["vendi_encoder"].append(dlc_eval.vendi(encoder.features(images)))
             if name == "dlc":
-                with torch.no_grad():
-                    recoded = encoder.encode(images)
+                recoded = encoder.encode(images)
                 agree_a.append((recoded == a).float().mean().item())
                 agree_b.append((recoded == b).float().mean().item())
                 agree_chance.append((recoded == all_codes[unrelated[p]]).float().mean().item())
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"average {rows['average'][image_key][-1]:.2f}", flush=True)
 
     result = {
-        "model": args.model, "pairs": len(pairs), "images_per_pair": k, "steps": args.steps,
+        "model": args.model, "pairs": len(pairs), "parents": [list(pair) for pair in pairs], "images_per_pair": k, "steps": args.steps,
         "guidance_scale": args.guidance_scale, "sampler": "pipeline default", "seed": args.seed,
         "image_features": args.features,
         "code_length": int(all_codes.shape[1]), "vocab_size": V,

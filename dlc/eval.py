@@ -322,14 +322,21 @@ def image_features(images, feature_extractor: str = "inception", inception_weigh
                    progress: bool = False) -> torch.Tensor:
     """(N, D) features of an image set: Inception's 2048-d pool features, or the tiny net's."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+    from torch_fidelity.utils import get_featuresdict_from_dataset
 
     _fidelity()
     extractor = resolve_extractor(feature_extractor, inception_weights)
     layer = FEATURE_EXTRACTORS_REGISTRY[extractor.name].get_default_feature_layer_for_metric("fid")
-    net = create_feature_extractor(extractor.name, [layer], cuda=False, verbose=progress,
-                                   feature_extractor_weights_path=extractor.weights)
+    net = _feature_net(extractor.name, layer, extractor.weights)
     return get_featuresdict_from_dataset(image_set(images)[0], net, batch_size, False, True, progress)[layer]
+
+
+@functools.lru_cache(maxsize=2)
+def _feature_net(name: str, layer: str, weights):
+    """The feature network, built once: benchmarks score many small image sets in a row."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    return create_feature_extractor(name, [layer], cuda=False, verbose=False, feature_extractor_weights_path=weights)
 
 
 def vendi(features: torch.Tensor) -> float:

@@ -5,8 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from test_pipeline import tiny_parts
 
+import dlc
+from dlc import eval as dlc_eval
+from dlc.compose import compose
 from dlc.pipeline import DLCPipeline
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -29,15 +33,24 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 def test_composition_benchmark_scores_the_generated_images(tiny_pipeline_dir, tmp_path, monkeypatch):
     out = tmp_path / "composition.json"
-    result = load_benchmark("composition", monkeypatch).main(
-        ["--model", str(tiny_pipeline_dir), "--pairs", "2", "--per-pair", "4", "--steps", "2", "--threads", "1",
-         "--features", "tiny", "--out", str(out)])
+    args = ["--model", str(tiny_pipeline_dir), "--pairs", "1", "--per-pair", "4", "--steps", "2", "--threads", "1",
+            "--features", "tiny", "--seed", "0", "--out", str(out)]
+    result = load_benchmark("composition", monkeypatch).main(args)
     assert json.loads(out.read_text()) == result
-    for name in ("dlc", "average"):
-        for column in ("vendi_tiny", "vendi_encoder"):
-            # 4 distinct images of a random DiT: above 1 (identical images) and at most 4 (orthogonal ones);
-            # a wrong pixel range (all-black input) would give exactly 1
-            assert 1.01 < result["vendi"][name][column]["mean"] <= 4.0
-    agreement = result["parent_agreement"]
-    assert all(0.0 <= agreement[k]["mean"] <= 1.0 for k in ("parent_a", "parent_b", "unrelated_emoji"))
-    assert agreement["uniform_chance"] == round(1 / 16, 4)
+
+    # the same pair scored by hand, from the pipeline's uint8 images: the benchmark must agree
+    pipe = DLCPipeline.from_pretrained(tiny_pipeline_dir)
+    test = dlc.data.load("emoji", size=32, split="test")
+    (i, j), = result["parents"]
+    a, b = pipe.encoder.encode(test.images[[i, j]])
+    composed = compose([a, b], n=4, seed=0)
+    images = pipe(codes=composed, guidance_scale=1.4, num_inference_steps=2, seed=0, output_type="uint8")
+    expected_vendi = dlc_eval.vendi(pipe.encoder.features(images))
+    recoded = pipe.encoder.encode(images)
+    assert result["vendi"]["dlc"]["vendi_encoder"]["mean"] == pytest.approx(expected_vendi, abs=1e-3)
+    assert result["vendi"]["dlc"]["vendi_tiny"]["mean"] == pytest.approx(
+        dlc_eval.vendi(dlc_eval.image_features(images, "tiny")), abs=1e-3)
+    assert result["parent_agreement"]["parent_a"]["mean"] == pytest.approx((recoded == a).float().mean().item(), abs=1e-3)
+    assert result["parent_agreement"]["parent_b"]["mean"] == pytest.approx((recoded == b).float().mean().item(), abs=1e-3)
+    # scored from black images (the old [0, 1]-as-[-1, 1] mistake) every feature is the same: Vendi 1
+    assert expected_vendi > dlc_eval.vendi(pipe.encoder.features(torch.zeros_like(images))) + 0.05
