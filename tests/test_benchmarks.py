@@ -24,6 +24,14 @@ def load_benchmark(name: str, monkeypatch):
     return module
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The benchmarks set torch's thread count (--threads); later tests must not inherit it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipe") / "pipeline"
