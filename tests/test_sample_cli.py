@@ -148,7 +148,6 @@ def test_two_processes_split_the_indices_and_match_one_process(stub, tmp_path, m
 
 @pytest.fixture(scope="module")
 def tiny_dit_run(tmp_path_factory):
-    pytest.importorskip("dlc.pipeline")
     from dlc.commands.train import load_stage_config
 
     run_dir = tmp_path_factory.mktemp("dit") / "run"

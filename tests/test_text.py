@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import transformers  # a dependency: the Hugging Face path is tested, never skipped
 
 from dlc import text
 from dlc.config import load_config
@@ -166,7 +167,6 @@ def test_training_excludes_heldout_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_huggingface_lm_path_adds_tokens_trains_saves_reloads_generates(tmp_path):
-    transformers = pytest.importorskip("transformers")
     base = tmp_path / "tiny-bert"
     tok = transformers.AutoTokenizer.from_pretrained(text.minilm_tokenizer_path())
     config = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -187,8 +187,6 @@ def test_huggingface_lm_path_adds_tokens_trains_saves_reloads_generates(tmp_path
 
 
 def test_huggingface_lora_trains_new_embeddings(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("peft")
     base = tmp_path / "tiny-bert"
     tok = transformers.AutoTokenizer.from_pretrained(text.minilm_tokenizer_path())
     config = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
