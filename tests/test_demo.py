@@ -21,7 +21,8 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
-    assert list(state) == ["encoder", "codes", "dit", "prior", "text", "table", "samples", "evaluate", "report"]
+    assert list(state) == ["encoder", "codes", "dit", "prior+text", "table", "samples", "evaluate", "report"]
+    assert (out / "prior" / "model").is_dir() and (out / "text" / "model").is_dir()  # trained side by side
 
     html = (out / "report.html").read_text()
     pictures = re.findall(r'<img src="([^"]+)"', html)
@@ -39,7 +40,7 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 8 and "[9/9] report: starting" in log
+    assert log.count("reused") == 7 and "[8/8] report: starting" in log
 
 
 @pytest.mark.parametrize("flag", ["--table", "--no-table"])
@@ -51,3 +52,13 @@ def test_demo_table_flags_choose_the_stages(tmp_path, flag):
     names = [name for name, _, _ in demo.stages()]
     assert ("table" in names) != no_table
     assert ("dit" in names) != only_table and "report" in names
+
+
+def test_models_trained_side_by_side_report_which_failed(tmp_path):
+    from dlc.demo import Demo
+    from dlc.errors import DLCError
+
+    demo = Demo(str(tmp_path / "d"), quick=True)
+    bad = [("prior", "prior", 1, "no_such.key=1"), ("text", "text", 1, "train.steps=0", "model.width=-1")]
+    with pytest.raises(DLCError, match=r"training failed: prior \(exit code 2\), text \(exit code"):
+        demo._train_side_by_side(bad)

@@ -19,7 +19,7 @@ def register(sub) -> None:
                         help="only the conditioning table (unconditional / class / prior DLC / encoded DLC)")
     parser.add_argument("--no-table", action="store_true", help="skip the conditioning table's extra DiTs")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
-    parser.add_argument("--fid-samples", type=int, default=None, help="samples per FID (default: 500, quick: 64)")
+    parser.add_argument("--fid-samples", type=int, default=None, help="samples per FID (default: 128, quick: 24)")
     parser.set_defaults(func=run)
 
 
