@@ -102,7 +102,8 @@ class Demo:
                                                           b.text_steps * SECONDS_PER_STEP["text 1 thread"]) / 60),
             ("table", self.stage_table, table_min),
             ("samples", self.stage_samples, 2.0),
-            ("evaluate", self.stage_evaluate, 0.05 * b.fid_samples * (4 if self.table else 2) / 60 + 2),
+            # each FID set: sampling and Inception features, ~0.36 s an image; plus the real-image floor
+            ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * (7 if self.table else 3) / 60),
             ("report", self.stage_report, 0.1),
         ]
         if self.only_table:
