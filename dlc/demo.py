@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -94,23 +95,25 @@ class Demo:
         dit_min = b.dit_steps * SECONDS_PER_STEP.get(b.dit_arch, 1.0) / 60
         dit_min = min(dit_min, b.dit_minutes) if b.dit_minutes else dit_min
         table_min = 3 * b.table_steps * SECONDS_PER_STEP.get(b.table_arch, 1.0) / 60
+        if self.only_table:  # the table needs the prior alone, on both threads
+            models = ("prior", self.stage_prior, b.prior_steps * SECONDS_PER_STEP["prior"] / 60)
+        else:
+            models = ("prior+text", self.stage_prior_and_text, max(b.prior_steps * SECONDS_PER_STEP["prior 1 thread"],
+                                                                   b.text_steps * SECONDS_PER_STEP["text 1 thread"]) / 60)
+        fid_sets = (4 if self.table else 0) + (0 if self.only_table else 2) + 1  # + the real-image floor
         stages = [
             ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
             ("codes", self.stage_codes, 0.3),
             ("dit", self.stage_dit, dit_min),
-            ("prior+text", self.stage_prior_and_text, max(b.prior_steps * SECONDS_PER_STEP["prior 1 thread"],
-                                                          b.text_steps * SECONDS_PER_STEP["text 1 thread"]) / 60),
+            models,
             ("table", self.stage_table, table_min),
             ("samples", self.stage_samples, 2.0),
-            # each FID set: sampling and Inception features, ~0.36 s an image; plus the real-image floor
-            ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * (7 if self.table else 3) / 60),
+            # each FID set: sampling and Inception features, measured ~0.36 s an image
+            ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * fid_sets / 60),
             ("report", self.stage_report, 0.1),
         ]
         if self.only_table:
-            keep = {"encoder", "codes", "table", "evaluate", "report"}
-            prior = ("prior", self.stage_prior, b.prior_steps * SECONDS_PER_STEP["prior"] / 60)
-            stages = [s for s in stages if s[0] in keep]
-            stages.insert(2, prior)
+            stages = [s for s in stages if s[0] not in ("dit", "samples")]
         elif not self.table:
             stages = [s for s in stages if s[0] != "table"]
         return stages
@@ -149,10 +152,7 @@ class Demo:
         share of the CPU threads. For models this small one process gains little from a second core
         (measured: the prior 1.7x, the text model 1.35x), so two side by side finish sooner than one
         after the other. A failed or interrupted child leaves its checkpoints; a re-run resumes."""
-        if len(jobs) == 1:
-            self._train(*jobs[0])
-            return
-        threads = max(1, (os.cpu_count() or 1) // len(jobs))
+        threads = max(1, torch.get_num_threads() // len(jobs))
         children = []
         for position, (stage, run, steps, *overrides) in enumerate(jobs):
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -190,7 +190,7 @@ class Demo:
             save_codes(self.root / "codes" / f"{split}.npy", batched(encoder.encode, dataset.images))
         return evaluate_codes(encoder, self.train_set, self.test_set, progress=False)
 
-    @property
+    @cached_property
     def vocab_size(self) -> int:
         return self.encoder().config.vocab_size
 
@@ -204,10 +204,9 @@ class Demo:
         return {}
 
     def prior_job(self) -> tuple:
-        L = load_codes(self.root / "codes" / "train.npy").shape[1]
         b = self.budget
         return ("prior", "prior", b.prior_steps, f"data.codes={self.root / 'codes' / 'train.npy'}",
-                f"model.code_length={L}", f"model.vocab_size={self.vocab_size}", "train.sample_every=0",
+                "model.code_length=null", f"model.vocab_size={self.vocab_size}", "train.sample_every=0",
                 f"sample.steps={b.prior_sample_steps}", "sample.num=128")  # the final check: the demo's sampler
 
     def text_job(self) -> tuple:
@@ -215,8 +214,7 @@ class Demo:
                 f"codes.codes={self.root / 'codes' / 'train.npy'}", f"codes.vocab_size={self.vocab_size}")
 
     def stage_prior(self) -> dict:
-        self._train(*self.prior_job())
-        return {"prior": RunDir(self.root / "prior").read_metrics()[-1]}
+        return {"prior": self._train(*self.prior_job()).read_metrics()[-1]}
 
     def stage_prior_and_text(self) -> dict:
         self._train_side_by_side([self.prior_job(), self.text_job()])
