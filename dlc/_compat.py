@@ -8,7 +8,10 @@ the two schemas ourselves, before torchvision is first imported, lets it import;
 models and datasets then work (``torchvision.io`` and ``torchvision.ops`` do not).
 
 On a normal install the extension loads and defines the schemas itself; we detect that and do
-nothing.
+nothing. The fix is applied the moment torchvision is first imported, by the finder that
+``_dlc_startup`` (a top-level module shipped beside the package) puts on ``sys.meta_path``: importing
+``dlc`` installs it, and so does the ``dlc_startup.pth`` that pip installs with the wheel, for
+programs that import torchvision before dlc (the ``accelerate`` command).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def _extension_loads() -> bool:
     return False
 
 
+def applied() -> bool:
+    """True when this process runs with the schemas registered by ``patch_torchvision``."""
+    return _library is not None
+
+
 def patch_torchvision() -> bool:
     """Register the torchvision operator schemas if its extension cannot load.
 
@@ -59,42 +67,3 @@ def patch_torchvision() -> bool:
     for schema in _SCHEMAS.values():
         _library.define(schema)
     return True
-
-
-class _PatchBeforeTorchvision:
-    """A meta-path finder that applies the fix the moment ``torchvision`` is first imported.
-
-    It finds nothing itself; it only runs ``patch_torchvision`` once, so that importing
-    ``dlc`` (or starting the interpreter, through the ``.pth`` file below) stays cheap.
-    """
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torchvision":
-            sys.meta_path.remove(self)
-            patch_torchvision()
-        return None
-
-
-def install_import_hook() -> None:
-    """Apply the fix lazily, when torchvision is first imported (or now, if it already was)."""
-    if any(isinstance(f, _PatchBeforeTorchvision) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _PatchBeforeTorchvision())
-
-
-PTH_NAME = "dlc_torchvision_cpu_fix.pth"
-
-
-def write_startup_hook(site_packages: str) -> str:
-    """Write a ``.pth`` file that installs the hook at interpreter start.
-
-    Needed for programs that import torchvision before they import dlc, such as the
-    ``accelerate`` command (it imports timm at start-up).
-    """
-    import os
-
-    path = os.path.join(site_packages, PTH_NAME)
-    with open(path, "w") as f:
-        f.write("import dlc._compat as _c; _c.install_import_hook()\n")
-    return path
-

@@ -13,7 +13,7 @@ they agree as ``tau`` -> 0, and tokens on which all sources agree stay fixed in 
 Every position is drawn from a mixture: ``p = sum_s W[s] q_s`` where ``q_s`` is source s's
 distribution (one-hot for a hard code, the tempered probabilities otherwise) and ``W`` is a
 one-hot random choice of source (random), the source weights (average) or the mask's source.
-Sample i depends only on (seed, i).
+Sample i depends only on (seed, i), or on seed[i] when ``seed`` gives one seed per sample.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CodeError
-from .seeding import SampleRNG
+from .seeding import SampleRNG, Seed, categorical
 
 AUTHORS_TAU = 1e-3  # the temperature of the authors' averaging
 
@@ -106,38 +106,33 @@ def _mask_sources(mask, num_sources: int, length: int) -> torch.Tensor:
     return m
 
 
-def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Categorical draws from ``probs`` (..., K) with uniforms ``u`` (...)."""
-    cdf = probs.cumsum(-1)
-    idx = torch.searchsorted(cdf, (u * cdf[..., -1]).unsqueeze(-1).contiguous(), right=True).squeeze(-1)
-    return idx.clamp_max(probs.shape[-1] - 1)
-
-
 def mixture_weights(method: str, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """(n, L, S) per-position weights of each source for ``method`` given uniforms ``u`` (n, L)."""
     if method == "random":
-        return F.one_hot(_inverse_cdf(w.expand(*u.shape, -1), u), w.numel()).float()
+        return F.one_hot(categorical(w.expand(*u.shape, -1), u), w.numel()).float()
     return w.expand(*u.shape, -1)
 
 
 METHODS = ("random", "average")
 
 
-def compose(sources: Sequence, n: int = 8, seed: int = 0, method: str = "random", weights=None, mask=None,
-            tau: float = AUTHORS_TAU, vocab_size: int | None = None) -> torch.Tensor:
+def compose(sources: Sequence, n: int = 8, seed: Seed = 0, method: str = "random", weights=None, mask=None,
+            tau: float = AUTHORS_TAU, vocab_size: int | None = None,
+            indices: Sequence[int] | None = None) -> torch.Tensor:
     """Compose ``n`` codes (n, L) long from source codes (L,)/(1, L) or probabilities (L, V).
 
     ``method``: "random" (each position from one source drawn with ``weights``: the paper) or
     "average" (sample from the ``weights``-average of the sources' distributions: the authors'
     code). ``mask``: positions forced to a source (bool: True from the first, False from the
     second; or an integer source index per position, -1 for free). ``tau``: temperature applied
-    to probability sources (hard codes are one-hot whatever ``tau``)."""
+    to probability sources (hard codes are one-hot whatever ``tau``). ``indices``: the sample
+    index of each of the ``n`` codes (default 0..n-1): code i depends only on (seed, indices[i])."""
     if method not in METHODS:
         raise ValueError(f"unknown composition method {method!r}; choose from {METHODS}")
     q = source_distributions(sources, vocab_size, tau)  # (S, L, V)
     S, L, _ = q.shape
     w = _source_weights(weights, S)
-    rng = SampleRNG(seed, range(n))
+    rng = SampleRNG(seed, range(n) if indices is None else indices)
     u_source, u_token = rng.rand(L), rng.rand(L)  # each (n, L)
     W = mixture_weights(method, w, u_source)
     if mask is not None:
@@ -145,7 +140,7 @@ def compose(sources: Sequence, n: int = 8, seed: int = 0, method: str = "random"
         fixed = forced >= 0
         W = torch.where(fixed[None, :, None], F.one_hot(forced.clamp_min(0), S).float()[None], W)
     probs = torch.einsum("nls,slv->nlv", W, q)
-    return _inverse_cdf(probs, u_token)
+    return categorical(probs, u_token)
 
 
 def interpolate(source_a, source_b, n: int = 8, alphas: Sequence[float] | None = None,

@@ -30,13 +30,14 @@ from pathlib import Path
 
 import torch
 
+from . import config as configs
 from . import data
 from .codes import load_codes, save_codes
-from .commands.train import load_stage_config
 from .errors import DLCError
 from .imageio import save_grid, save_pngs
 from .report import Section, plot_losses, write_report
 from .runs import RunDir
+from .stages import STAGES
 
 
 @dataclass
@@ -138,14 +139,15 @@ class Demo:
         print(f"dlc demo: open {report}")
         return report
 
-    def _train_args(self, stage: str, run: str, steps: int, *overrides: str) -> list[str]:
-        """``dlc train`` overrides for one of the demo's models: its run directory, steps and settings."""
-        args = [f"run_dir={self.root / run}", f"train.steps={steps}", *overrides]
-        return [*args, f"train.checkpoint_every={max(1, steps)}"] if self.quick else args
+    def _config(self, stage: str, run: str, steps: int, settings: dict | None = None):
+        """The emoji preset of ``stage`` for one of the demo's models: its run directory, steps and settings."""
+        changes = {"run_dir": str(self.root / run), "train.steps": steps, **(settings or {})}
+        if self.quick:
+            changes["train.checkpoint_every"] = max(1, steps)
+        return configs.replace(STAGES[stage].load_config("emoji"), **changes)
 
-    def _train(self, stage: str, run: str, steps: int, *overrides: str) -> RunDir:
-        module, config = load_stage_config(stage, "emoji", self._train_args(stage, run, steps, *overrides))
-        return module.train(config)
+    def _train(self, stage: str, run: str, steps: int, settings: dict | None = None) -> RunDir:
+        return STAGES[stage].train(self._config(stage, run, steps, settings))
 
     def _train_side_by_side(self, jobs: list[tuple]) -> None:
         """Train several models at once, each in its own ``python -m dlc train`` process with an equal
@@ -154,11 +156,13 @@ class Demo:
         after the other. A failed or interrupted child leaves its checkpoints; a re-run resumes."""
         threads = max(1, torch.get_num_threads() // len(jobs))
         children = []
-        for position, (stage, run, steps, *overrides) in enumerate(jobs):
+        for position, (stage, run, steps, settings) in enumerate(jobs):
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                    "TQDM_POSITION": str(position)}  # one progress bar per line
-            command = [sys.executable, "-m", "dlc", "train", stage, "--config", "emoji",
-                       *self._train_args(stage, run, steps, *overrides)]
+            path = self.root / "configs" / f"{run}.yaml"
+            path.parent.mkdir(exist_ok=True)
+            configs.save_config(self._config(stage, run, steps, settings), path)
+            command = [sys.executable, "-m", "dlc", "train", stage, "--config", str(path)]
             children.append((stage, subprocess.Popen(command, env=env)))
         try:
             exits = [(stage, child.wait()) for stage, child in children]
@@ -179,11 +183,11 @@ class Demo:
     def encoder(self):
         from .encoder import DLCEncoder
 
-        return DLCEncoder.from_pretrained(self.root / "encoder" / "model").eval().to(
+        return DLCEncoder.from_pretrained(self.root / "encoder").eval().to(
             "cuda" if torch.cuda.is_available() else "cpu")
 
     def stage_codes(self) -> dict:
-        from .codes import batched, evaluate_codes
+        from .eval.codes import batched, evaluate_codes
 
         encoder = self.encoder()
         for split, dataset in (("train", self.train_set), ("test", self.test_set)):
@@ -196,22 +200,29 @@ class Demo:
 
     def stage_dit(self) -> dict:
         b = self.budget
-        self._train("dit", "dit", b.dit_steps, f"model.arch={b.dit_arch}", "condition.kind=codes",
-                    f"condition.codes={self.root / 'codes' / 'train.npy'}", f"condition.vocab_size={self.vocab_size}",
-                    f"sample.guidance_scale={b.guidance}", f"sample.steps={b.sample_steps}",
-                    f"train.time_limit_minutes={b.dit_minutes}", "train.lr_schedule=cosine", "train.min_lr_ratio=0.1",
-                    "train.keep_checkpoints=0")  # all checkpoints: benchmarks/dit_curve.py reads them
+        self._train("dit", "dit", b.dit_steps, {
+            "model.arch": b.dit_arch, **self.dlc_condition(), "sample.guidance_scale": b.guidance,
+            "sample.steps": b.sample_steps, "train.time_limit_minutes": b.dit_minutes, "train.lr_schedule": "cosine",
+            "train.min_lr_ratio": 0.1,
+            "train.keep_checkpoints": 0})  # all checkpoints: benchmarks/dit_curve.py reads them
         return {}
+
+    def dlc_condition(self) -> dict:
+        """A DiT conditioned on the demo's stored training codes."""
+        return {"condition.kind": "codes", "condition.codes": str(self.root / "codes" / "train.npy"),
+                "condition.vocab_size": self.vocab_size}
 
     def prior_job(self) -> tuple:
         b = self.budget
-        return ("prior", "prior", b.prior_steps, f"data.codes={self.root / 'codes' / 'train.npy'}",
-                "model.code_length=null", f"model.vocab_size={self.vocab_size}", "train.sample_every=0",
-                f"sample.steps={b.prior_sample_steps}", "sample.num=128")  # the final check: the demo's sampler
+        return ("prior", "prior", b.prior_steps, {
+            "data.codes": str(self.root / "codes" / "train.npy"), "model.code_length": None,
+            "model.vocab_size": self.vocab_size, "train.sample_every": 0,
+            "sample.steps": b.prior_sample_steps, "sample.num": 128})  # the final check: the demo's sampler
 
     def text_job(self) -> tuple:
-        return ("text", "text", self.budget.text_steps, "codes.source=codes",
-                f"codes.codes={self.root / 'codes' / 'train.npy'}", f"codes.vocab_size={self.vocab_size}")
+        return ("text", "text", self.budget.text_steps, {
+            "codes.source": "codes", "codes.codes": str(self.root / "codes" / "train.npy"),
+            "codes.vocab_size": self.vocab_size})
 
     def stage_prior(self) -> dict:
         return {"prior": self._train(*self.prior_job()).read_metrics()[-1]}
@@ -222,16 +233,11 @@ class Demo:
 
     def stage_table(self) -> dict:
         b = self.budget
-        common = [f"model.arch={b.table_arch}", f"sample.steps={b.sample_steps}"]
-        rows = {
-            "none": ["condition.kind=none"],
-            "class": ["condition.kind=class"],
-            "dlc": ["condition.kind=codes", f"condition.codes={self.root / 'codes' / 'train.npy'}",
-                    f"condition.vocab_size={self.vocab_size}"],
-        }
-        for name, overrides in rows.items():
+        common = {"model.arch": b.table_arch, "sample.steps": b.sample_steps}
+        rows = {"none": {"condition.kind": "none"}, "class": {"condition.kind": "class"}, "dlc": self.dlc_condition()}
+        for name, condition in rows.items():
             print(f"  table: training the {name} DiT ({b.table_steps} steps)")
-            self._train("dit", f"table/{name}", b.table_steps, *common, *overrides)
+            self._train("dit", f"table/{name}", b.table_steps, {**common, **condition})
         return {}
 
     # ---- sampling ----------------------------------------------------------------------------------
@@ -248,20 +254,24 @@ class Demo:
         return self._pipelines[key]
 
     def generate(self, pipe, guidance: float = 1.0, seed: int = 0, **inputs) -> torch.Tensor:
-        """uint8 images from ``pipe`` (codes, num_images, prompts, compose, ...) at the demo's sampler settings."""
-        return pipe(guidance_scale=guidance, num_inference_steps=self.budget.sample_steps, seed=seed,
-                    prior_steps=self.budget.prior_sample_steps, batch_size=64, output_type="uint8", **inputs)
+        """uint8 images from ``pipe`` (codes, num_images, prompt, compose, ...) at the demo's sampler settings."""
+        from .pipeline import PriorSampling
+
+        return pipe(guidance_scale=guidance, num_inference_steps=self.budget.sample_steps,
+                    generator=torch.Generator().manual_seed(seed),
+                    prior_sampling=PriorSampling(steps=self.budget.prior_sample_steps), batch_size=64,
+                    output_type="uint8", **inputs).images
 
     def stage_samples(self) -> dict:
-        from .holdout import heldout_emoji
+        from .data.holdout import heldout_emoji
 
         g, n = self.budget.guidance, 16
         real = self.test_set.images[:n]
         save_grid(real, self.figures / "real.png", labels=self.test_set.captions[:n], nrow=8, scale=2)
-        recon = self.generate(self.pipeline(encoder="encoder"), g, images=real)
+        recon = self.generate(self.pipeline(encoder="encoder"), g, image=real)
         save_grid(torch.cat([real, recon]), self.figures / "reconstructions.png", nrow=n, scale=2)
         train_real = self.train_set.images[:n]
-        train_recon = self.generate(self.pipeline(encoder="encoder"), g, images=train_real)
+        train_recon = self.generate(self.pipeline(encoder="encoder"), g, image=train_real)
         save_grid(torch.cat([train_real, train_recon]), self.figures / "reconstructions_train.png", nrow=n, scale=2)
         prior_samples = self.generate(self.pipeline(prior="prior"), g, num_images=32)
         save_grid(prior_samples, self.figures / "prior_samples.png", nrow=8, scale=2)
@@ -274,7 +284,7 @@ class Demo:
         train_prompts = ["red apple", "grinning face", "cat face", "rocket"]
         _, heldout = heldout_emoji(data.load("emoji", size=32, split="all"))
         for name, prompts in (("text_train", train_prompts), ("text_heldout", heldout[:4])):
-            images = self.generate(self.pipeline(text_model="text"), g, prompts=prompts, num_images_per_prompt=4)
+            images = self.generate(self.pipeline(text_model="text"), g, prompt=prompts, num_images_per_prompt=4)
             save_grid(images, self.figures / f"{name}.png", labels=[p for p in prompts for _ in range(4)], nrow=4,
                       scale=2)
         return {"parents": parents, "train_prompts": train_prompts, "heldout_prompts": heldout[:4]}

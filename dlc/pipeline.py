@@ -1,21 +1,25 @@
 """``DLCPipeline``: the DiT with its VAE, scheduler, and (when trained) encoder, code prior and text model.
 
-    pipe = DLCPipeline.from_pretrained("runs/demo")        # a project root, a DiT run, or a saved pipeline
-    images = pipe(codes=codes, guidance_scale=1.4, seed=0)  # (B, L) long or soft (B, L, V)
-    images = pipe(images=[img], seed=0)                     # encode, then regenerate
-    images = pipe(num_images=16, seed=0)                    # codes from the prior
-    images = pipe(prompts=["red apple"], seed=0)            # codes from the text model
-    images = pipe(compose=[img_a, img_b], num_images=8)     # codes mixing the sources' tokens
-    out = pipe(num_images=4, return_dict=True)              # out.images, out.codes
+    pipe = DLCPipeline.from_pretrained("runs/demo")      # a saved pipeline, a hub repo id, a project root or a DiT run
+    out = pipe(codes=codes, guidance_scale=1.4, generator=torch.Generator().manual_seed(0))
+    out.images, out.codes                                # PIL images and the (B, L) codes they were drawn from
+    out = pipe(image=[img])                              # encode, then regenerate
+    out = pipe(num_images=16)                            # codes from the prior
+    out = pipe(prompt=["red apple"])                     # codes from the text model
+    out = pipe(compose=[img_a, img_b], num_images=8)     # codes mixing the sources' tokens
 
-Every call returns a list of PIL images by default (``output_type``: "pil", "np" float NHWC in
-[0, 1], "pt" float NCHW in [0, 1], or "uint8" NCHW tensors). Sample i of a call depends only on
-(seed, start_index + i), never on ``batch_size``: the codes drawn by the prior, the text model or
-composition come from the stream of ``code_seed(seed)``, the DiT's noise from that of ``seed``.
+diffusers' conventions: ``generator`` (one, or a list with one per image), ``prompt``, ``image``,
+``output_type`` ("pil", "np" float NHWC in [0, 1], "pt" float NCHW in [0, 1], or "uint8" NCHW
+tensors), ``return_dict=True`` (else a tuple ``(images, codes)``), and a progress bar over the
+denoising steps. Sample i depends only on its own seed: with one generator, on (its seed,
+start_index + i), never on ``batch_size`` or the number of processes; with a list, on the i-th
+generator's seed alone. (The generators' seeds are read, not their state: the same generator gives
+the same images every call.) The codes drawn by the prior, the text model or composition come
+from the stream of ``code_seed(seed)``, the DiT's noise from that of ``seed``.
 
-``from_pretrained`` accepts three layouts:
-- a folder written by ``save_pretrained`` (``model_index.json``; loads on any machine, and from the
-  hub like any diffusers pipeline);
+``from_pretrained`` accepts four layouts:
+- a folder written by ``save_pretrained`` (``model_index.json``), or a hub repo id of one (a
+  snapshot download, as diffusers does);
 - a project root with ``dit/`` and optionally ``encoder/``, ``prior/``, ``text/`` run directories
   (what ``dlc demo`` and the train scripts write);
 - a single DiT run directory (``config.yaml`` + ``model/``).
@@ -34,16 +38,57 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from .data import pil_to_tensor, resize_center_crop, to_rgb, to_uint8
-from .diffusion import get_objective, sample
+from .dit.diffusion import get_objective, sample
 from .errors import CheckpointError, CodeError, DLCError
-from .seeding import sample_seed
+from .runs import is_run, local_folder, model_folder
+from .seeding import Seed, sample_seed, seed_slice
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint8")
 
 
-def code_seed(seed: int) -> int:
+def code_seed(seed: Seed) -> Seed:
     """The seed of the codes a call draws (prior, text, composition): a stream apart from the noise."""
-    return sample_seed(seed, -1)
+    return sample_seed(seed, -1) if isinstance(seed, int) else [sample_seed(s, -1) for s in seed]
+
+
+def sample_keys(generator, start_index: int, num: int) -> tuple[Seed, list[int]]:
+    """(seed or per-sample seeds, sample indices) of ``num`` samples for a call's ``generator``:
+    None (seed 0) or one ``torch.Generator`` -> its seed and indices ``start_index ..``; a list of
+    ``num`` generators -> their seeds, each with index 0."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != num:
+            raise DLCError(f"a list of generators needs one per image: got {len(generator)} for {num} images")
+        return [g.initial_seed() for g in generator], [0] * num
+    seed = 0 if generator is None else generator.initial_seed()
+    return seed, list(range(start_index, start_index + num))
+
+
+@dataclass
+class PriorSampling:
+    """How the prior draws codes (``dlc.prior.sample_codes``)."""
+
+    steps: int = 128
+    temperature: float = 1.0
+    eta: float = 0.0  # > 0: the paper's remasking corrector inside ``window``
+    window: tuple[float, float] = (0.3, 0.55)
+
+
+@dataclass
+class TextSampling:
+    """How the text model draws codes from a prompt (``TextToCode.generate``)."""
+
+    steps: int | None = None  # None: the code length (one token per step)
+    temperature: float = 0.2
+    remasking: str = "low_confidence"
+    guidance_scale: float = 0.0
+
+
+@dataclass
+class Composition:
+    """How ``compose`` mixes the sources' tokens (``dlc.compose``)."""
+
+    method: str = "random"
+    tau: float = 1e-3
 
 
 @dataclass
@@ -68,22 +113,29 @@ class DLCPipeline(DiffusionPipeline):
     # ---- loading and saving --------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path, **kwargs) -> DLCPipeline:
-        """A saved pipeline, a project root or a DiT run directory (see the module docstring)."""
+    def from_pretrained(cls, path, torch_dtype: torch.dtype | None = None, **kwargs) -> DLCPipeline:
+        """A saved pipeline (a folder or a hub repo id), a project root or a DiT run directory (see
+        the module docstring), its weights in ``torch_dtype`` (default float32)."""
         root = Path(path)
+        if not root.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
+            root = local_folder(path)  # a hub repo id
         if (root / "model_index.json").is_file():
             text = root / "text_model"
             if "text_model" not in kwargs and _is_hf_text_model(text):
                 from .text import load_text_model
 
-                kwargs["text_model"] = load_text_model(text)
-            return super().from_pretrained(path, **kwargs)
-        if _is_run(root / "dit"):
+                kwargs["text_model"] = load_text_model(text, torch_dtype=torch_dtype)
+            return super().from_pretrained(root, torch_dtype=torch_dtype, **kwargs)
+        if is_run(root / "dit"):
             parts = {name: root / sub for name, sub in (("encoder", "encoder"), ("prior", "prior"), ("text_model", "text"))
-                     if (root / sub / "model" / "config.json").is_file() or _is_hf_text_model(root / sub / "model")}
-            return cls.from_runs(root / "dit", **parts, **kwargs)
-        if _is_run(root):
-            return cls.from_runs(root, **kwargs)
+                     if model_folder(root / sub) != root / sub}
+            pipe = cls.from_runs(root / "dit", **parts, **kwargs)
+        elif is_run(root):
+            pipe = cls.from_runs(root, **kwargs)
+        else:
+            pipe = None
+        if pipe is not None:
+            return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
         if root.exists() and not root.is_dir():
             raise CheckpointError(f"{root} is a file; a DLC pipeline is a folder")
         raise CheckpointError(
@@ -97,8 +149,7 @@ class DLCPipeline(DiffusionPipeline):
         """A pipeline from run directories (or model folders); the scheduler is the DiT run's sampler
         (or ``sampler``), the VAE the one it was trained in."""
         from .config import load_config
-        from .dit import DiT
-        from .dit_training import DiTRunConfig
+        from .dit import DiT, DiTRunConfig
         from .encoder import DLCEncoder
         from .prior import load_prior
         from .text import load_text_model
@@ -114,10 +165,10 @@ class DLCPipeline(DiffusionPipeline):
         if encoder is None and config.condition.kind == "encoder":
             encoder = config.condition.encoder
         return cls(
-            dit=DiT.from_pretrained(_model_folder(dit_run)).eval(),
+            dit=DiT.from_pretrained(model_folder(dit_run)).eval(),
             scheduler=objective.make_scheduler(sampler or config.sample.sampler or objective.default_sampler),
             vae=vae,
-            encoder=DLCEncoder.from_pretrained(encoder).eval() if encoder is not None else None,
+            encoder=DLCEncoder.from_pretrained(model_folder(encoder)).eval() if encoder is not None else None,
             prior=load_prior(prior) if prior is not None else None,
             text_model=load_text_model(text_model).eval() if text_model is not None else None,
             objective=config.objective,
@@ -126,8 +177,10 @@ class DLCPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """diffusers' layout; a Hugging Face text model (not a diffusers model) is saved beside it."""
+        from .text import HFTextToCode
+
         text_model = self.text_model
-        hf_text = text_model is not None and not hasattr(text_model, "config")
+        hf_text = isinstance(text_model, HFTextToCode)
         if hf_text:
             self.text_model = None
         try:
@@ -153,79 +206,95 @@ class DLCPipeline(DiffusionPipeline):
     # ---- the call ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def __call__(self, codes: torch.Tensor | None = None, images=None, num_images: int | None = None,
-                 prompts: Sequence[str] | str | None = None, compose: Sequence | None = None, *,
-                 guidance_scale: float = 1.4, num_inference_steps: int = 50, seed: int = 0, start_index: int = 0,
-                 batch_size: int = 16, scheduler: str | None = None, guidance_channels: int | None = None,
-                 guidance_interval: tuple[float, float] = (0.0, 1.0), num_images_per_prompt: int = 1,
-                 prior_steps: int = 128, prior_temperature: float = 1.0, prior_eta: float = 0.0,
-                 text_steps: int | None = None, text_temperature: float = 0.2, text_remasking: str = "low_confidence",
-                 compose_method: str = "random", compose_tau: float = 1e-3, output_type: str = "pil",
-                 return_dict: bool = False):
-        """Generate images. Exactly one code source: ``codes``, ``images``, ``prompts``, ``compose``,
-        or none (the prior draws ``num_images`` codes; an unconditional DiT needs no codes).
+    def __call__(self, codes: torch.Tensor | None = None, image=None, prompt: Sequence[str] | str | None = None,
+                 compose: Sequence | None = None, num_images: int | None = None, *, num_images_per_prompt: int = 1,
+                 guidance_scale: float = 1.4, num_inference_steps: int = 50, generator=None,
+                 scheduler: str | None = None, guidance_channels: int | None = None,
+                 guidance_interval: tuple[float, float] = (0.0, 1.0), prior_sampling: PriorSampling | None = None,
+                 text_sampling: TextSampling | None = None, composition: Composition | None = None,
+                 start_index: int = 0, batch_size: int = 16, output_type: str = "pil", return_dict: bool = True):
+        """Generate images. Exactly one code source: ``codes`` ((B, L) long or soft (B, L, V)),
+        ``image`` (encoded), ``prompt`` (the text model), ``compose`` (images or codes to mix), or
+        none (the prior draws ``num_images`` codes; an unconditional DiT needs no codes).
 
         ``scheduler``: a sampler name for this call (flow: euler, heun, dpm; ddpm: ddpm, ddim, dpm)
         instead of the pipeline's scheduler. ``guidance_channels``: guide only the first k
         channels (3 as DiT's paper; default all). ``guidance_interval``: noise levels (0 clean,
-        1 noise) where guidance applies. ``prior_*``, ``text_*``, ``compose_*``: how codes are drawn.
+        1 noise) where guidance applies. ``prior_sampling``, ``text_sampling``, ``composition``:
+        how codes are drawn. ``start_index``: the index of the first sample (to redraw part of a run).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
-        codes = self.make_codes(codes, images, num_images, prompts, compose, seed=seed, start_index=start_index,
-                                num_images_per_prompt=num_images_per_prompt, prior_steps=prior_steps,
-                                prior_temperature=prior_temperature, prior_eta=prior_eta, text_steps=text_steps,
-                                text_temperature=text_temperature, text_remasking=text_remasking,
-                                compose_method=compose_method, compose_tau=compose_tau)
-        total = len(codes) if codes is not None else num_images
-        if not total:
-            raise DLCError("nothing to generate: give codes, images, prompts, compose sources or num_images >= 1")
-        sampler = self.scheduler if scheduler is None else get_objective(self.config.objective).make_scheduler(scheduler)
+        total = self._count(codes, image, prompt, compose, num_images, num_images_per_prompt)
+        seed, indices = sample_keys(generator, start_index, total)
+        codes = self.make_codes(codes, image, prompt, compose, total, seed=code_seed(seed), indices=indices,
+                                num_images_per_prompt=num_images_per_prompt, prior_sampling=prior_sampling,
+                                text_sampling=text_sampling, composition=composition)
+        sampler = self.scheduler if scheduler is None else self._objective.make_scheduler(scheduler)
+        starts = range(0, total, batch_size)
         pixels = []
-        for start in self.progress_bar(range(0, total, batch_size)):
-            stop = min(total, start + batch_size)
-            batch_codes = codes[start:stop].to(self.device) if codes is not None else None
-            latents = sample(self.dit, get_objective(self.config.objective), batch_codes, num=stop - start, seed=seed,
-                             indices=range(start_index + start, start_index + stop), steps=num_inference_steps,
-                             sampler=sampler, guidance_scale=guidance_scale, guidance_channels=guidance_channels,
-                             guidance_interval=guidance_interval)
-            pixels.append(self.decode(latents).cpu())
-        out = _convert(torch.cat(pixels), output_type)
-        return DLCPipelineOutput(images=out, codes=codes) if return_dict else out
+        with self.progress_bar(total=len(starts) * num_inference_steps) as bar:
+            for start in starts:
+                stop = min(total, start + batch_size)
+                latents = sample(self.dit, self._objective, codes[start:stop].to(self.device) if codes is not None else None,
+                                 num=stop - start, seed=seed_slice(seed, start, stop), indices=indices[start:stop],
+                                 steps=num_inference_steps, sampler=sampler, guidance_scale=guidance_scale,
+                                 guidance_channels=guidance_channels, guidance_interval=guidance_interval,
+                                 on_step=bar.update)
+                pixels.append(self.decode(latents).cpu())
+        images = _convert(torch.cat(pixels), output_type)
+        return DLCPipelineOutput(images=images, codes=codes) if return_dict else (images, codes)
 
-    def make_codes(self, codes=None, images=None, num_images=None, prompts=None, compose=None, *, seed: int = 0,
-                   start_index: int = 0, num_images_per_prompt: int = 1, prior_steps: int = 128,
-                   prior_temperature: float = 1.0, prior_eta: float = 0.0, text_steps: int | None = None,
-                   text_temperature: float = 0.2, text_remasking: str = "low_confidence",
-                   compose_method: str = "random", compose_tau: float = 1e-3) -> torch.Tensor | None:
-        """The codes a call generates from (None for an unconditional DiT)."""
-        given = [name for name, value in (("codes", codes), ("images", images), ("prompts", prompts),
+    @property
+    def _objective(self):
+        return get_objective(self.config.objective)
+
+    def _count(self, codes, image, prompt, compose, num_images, per_prompt: int) -> int:
+        """How many images a call makes, from its one code source."""
+        given = [name for name, value in (("codes", codes), ("image", image), ("prompt", prompt),
                                           ("compose", compose)) if value is not None]
         if len(given) > 1:
             raise DLCError(f"give one code source, not {' and '.join(given)}")
         if codes is not None:
+            codes = torch.as_tensor(codes)
+            return 1 if codes.ndim == (2 if codes.is_floating_point() else 1) else len(codes)
+        if image is not None:
+            return 1 if isinstance(image, Image.Image) or (isinstance(image, torch.Tensor) and image.ndim == 3) \
+                else len(image)
+        if prompt is not None:
+            return (1 if isinstance(prompt, str) else len(prompt)) * per_prompt
+        total = num_images or (8 if compose is not None else None)
+        if not total or total < 1:
+            raise DLCError("nothing to generate: give codes, image, prompt, compose sources or num_images >= 1")
+        return total
+
+    def make_codes(self, codes=None, image=None, prompt=None, compose=None, num_images: int = 1, *,
+                   seed: Seed = 0, indices: Sequence[int] | None = None, num_images_per_prompt: int = 1,
+                   prior_sampling: PriorSampling | None = None, text_sampling: TextSampling | None = None,
+                   composition: Composition | None = None) -> torch.Tensor | None:
+        """The codes of a call's ``num_images`` samples (None for an unconditional DiT); drawn codes
+        depend only on (seed, indices[i])."""
+        indices = list(range(num_images)) if indices is None else list(indices)
+        if codes is not None:
             return self._checked(torch.as_tensor(codes))
-        if images is not None:
+        if image is not None:
+            images = [image] if isinstance(image, Image.Image) else image
             return self._part("encoder", "images").encode(self.encoder_input(images)).cpu()
-        seed = code_seed(seed)
-        if prompts is not None:
-            prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-            rows = len(prompts) * num_images_per_prompt
+        if prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            t = text_sampling or TextSampling()
             return self._part("text_model", "prompts").generate(
-                prompts, num_per_prompt=num_images_per_prompt, seed=seed, steps=text_steps,
-                temperature=text_temperature, remasking=text_remasking,
-                indices=range(start_index, start_index + rows)).cpu()
+                prompts, num_per_prompt=num_images_per_prompt, seed=seed, steps=t.steps, temperature=t.temperature,
+                remasking=t.remasking, guidance_scale=t.guidance_scale, indices=indices).cpu()
         if compose is not None:
-            return self._composed(compose, num_images or 8, seed, start_index, compose_method, compose_tau)
+            return self._composed(compose, seed, indices, composition or Composition())
         if self.dit.code_embedder is None:
             return None
-        if not num_images:
-            raise DLCError("give num_images (codes drawn by the prior) or codes, images, prompts or compose")
-        return self._part("prior", "num_images").sample(num_images, seed=seed, steps=prior_steps,
-                                                        temperature=prior_temperature, eta=prior_eta,
-                                                        start_index=start_index).cpu()
+        p = prior_sampling or PriorSampling()
+        return self._part("prior", "num_images").sample(num_images, seed=seed, steps=p.steps, temperature=p.temperature,
+                                                        eta=p.eta, window=tuple(p.window), indices=indices).cpu()
 
-    def _composed(self, sources: Sequence, n: int, seed: int, start_index: int, method: str, tau: float):
+    def _composed(self, sources: Sequence, seed: Seed, indices: list[int], composition: Composition):
         from .compose import compose, encode_sources
 
         if len(sources) < 2:
@@ -236,9 +305,9 @@ class DLCPipeline(DiffusionPipeline):
             items += [source] if is_code else encode_sources(self.encoder_input([source]),
                                                              self._part("encoder", "compose images"))
         table = self.dit.code_embedder
-        composed = compose(items, n=start_index + n, seed=seed, method=method, tau=tau,
-                           vocab_size=table.vocab_size if table is not None else None)
-        return self._checked(composed[start_index:])
+        composed = compose(items, n=len(indices), seed=seed, method=composition.method, tau=composition.tau,
+                           vocab_size=table.vocab_size if table is not None else None, indices=indices)
+        return self._checked(composed)
 
     def encoder_input(self, images) -> torch.Tensor:
         """PIL images, or uint8 / [-1, 1] float tensors (B, C, H, W) -> uint8 at the encoder's input size."""
@@ -300,14 +369,6 @@ def _code_shape(part) -> tuple[int, int] | None:
         return config.code_length, config.vocab_size
     layout = getattr(part, "layout", None)
     return (layout.code_length, layout.code_vocab) if layout is not None else None
-
-
-def _is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "model" / "config.json").is_file()
-
-
-def _model_folder(path: Path) -> Path:
-    return path / "model" if (path / "model" / "config.json").is_file() else path
 
 
 def _is_hf_text_model(path: Path) -> bool:

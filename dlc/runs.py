@@ -29,6 +29,30 @@ from .config import save_config
 from .errors import CheckpointError
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
+MODEL_CONFIGS = ("config.json", "dlc_text.json")  # a diffusers/transformers model folder; a saved HF text model
+
+
+def model_folder(path: str | Path) -> Path:
+    """A run directory's ``model/`` folder, or ``path`` itself when it is already a model folder."""
+    path = Path(path)
+    model = path / "model"
+    return model if any((model / name).is_file() for name in MODEL_CONFIGS) else path
+
+
+def local_folder(name_or_path: str | Path) -> Path:
+    """A local folder as it is; a Hugging Face hub repo id downloaded (a snapshot, as diffusers does)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path)))
+
+
+def is_run(path: str | Path) -> bool:
+    """True for a finished run directory: its config and its exported model."""
+    path = Path(path)
+    return (path / "config.yaml").is_file() and model_folder(path) != path
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Sample i of a sampling run must be the same whatever the batch size, the number of processes or
 which process drew it (edm2's rule). Each sample gets its own ``torch.Generator`` seeded from
-(seed, i); batched samplers draw per-sample noise from these and stack it.
+(seed, i); batched samplers draw per-sample noise from these and stack it. ``seed`` may also be a
+sequence, one seed per sample (a list of generators in a pipeline call): sample i then draws
+from (seed[i], indices[i]).
 """
 
 from __future__ import annotations
@@ -20,13 +22,25 @@ def sample_seed(seed: int, index: int) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
+Seed = int | Sequence[int]
+
+
+def seed_slice(seed: Seed, start: int, stop: int) -> Seed:
+    """The seeds of samples ``start .. stop-1`` (a single seed serves them all)."""
+    return seed if isinstance(seed, int) else list(seed)[start:stop]
+
+
 class SampleRNG:
     """One generator per sample: ``rng.randn(C, H, W)`` returns (B, C, H, W) noise whose row i
-    depends only on (seed, indices[i]) and on how many draws came before it."""
+    depends only on (seed, indices[i]) (or (seed[i], indices[i])) and on how many draws came before it."""
 
-    def __init__(self, seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
+    def __init__(self, seed: Seed, indices: Sequence[int], device: torch.device | str = "cpu"):
+        indices = list(indices)
+        seeds = [seed] * len(indices) if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(indices):
+            raise ValueError(f"{len(seeds)} seeds for {len(indices)} samples: give one seed, or one per sample")
         self.device = torch.device(device)
-        self.generators = [torch.Generator().manual_seed(sample_seed(seed, int(i))) for i in indices]
+        self.generators = [torch.Generator().manual_seed(sample_seed(int(s), int(i))) for s, i in zip(seeds, indices)]
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -41,3 +55,12 @@ class SampleRNG:
         out = SampleRNG.__new__(SampleRNG)
         out.device, out.generators = self.device, [self.generators[i] for i in keep]
         return out
+
+
+def categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws: ``probs`` (..., K) (rows need not be normalised), one uniform per row
+    ``u`` (...) -> indices (...) in [0, K). One uniform per draw keeps each sample's noise small and
+    independent of the batch it is drawn in."""
+    cdf = probs.cumsum(-1)
+    index = (cdf < u[..., None] * cdf[..., -1:]).sum(-1)
+    return index.clamp_(max=probs.shape[-1] - 1)

@@ -23,41 +23,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from .config import TrainConfig
 from .data import collate
 from .errors import TrainingDiverged
 from .runs import RunDir, load_checkpoint, save_checkpoint
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings shared by every stage (the ``train:`` section of a config)."""
-
-    steps: int = 1000
-    batch_size: int = 64  # global: split across processes
-    lr: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
-    weight_decay: float = 0.0
-    weight_decay_end: float | None = None  # cosine from weight_decay to this over the run (DINO's 0.04 -> 0.4)
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
-    ema_decay: float = 0.999
-    ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)): short runs need it
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, none on CPU
-    log_every: int = 25
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 0  # 0: only at the end
-    seed: int = 0
-    num_workers: int = 0
-    time_limit_minutes: float = 0.0  # 0: none; else stop (and save) at the first step past it
 
 
 def seed_everything(seed: int) -> None:

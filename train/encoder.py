@@ -3,6 +3,6 @@
 Under accelerate: `accelerate launch train/encoder.py --config imagenet`; on CPU, `torchrun --nproc_per_node 2 train/encoder.py ...`.
 """
 
-from dlc.commands.train import script_main
+from dlc.cli.train import script_main
 
 raise SystemExit(script_main("encoder"))

@@ -3,6 +3,6 @@
 A small AutoencoderKL on the dataset, for a DiT in latent space (`latent=runs/emoji/vae/model`).
 """
 
-from dlc.commands.train import script_main
+from dlc.cli.train import script_main
 
 raise SystemExit(script_main("vae"))

@@ -1,0 +1,57 @@
+"""The ``dlc`` command: argument parsing only, calling the library. Each verb lives in its own module
+in this package and registers itself with ``register(subparsers)``; this file only finds them,
+parses and reports errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from ..errors import DLCError
+
+# the order verbs appear in --help; modules not listed come after, alphabetically
+VERB_ORDER = ["data", "train", "encode", "eval", "sample", "compose", "text2img", "fid", "demo"]
+
+
+def _command_modules():
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (VERB_ORDER.index(n) if n in VERB_ORDER else len(VERB_ORDER), n))
+    return [importlib.import_module(f"{__name__}.{n}") for n in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlc",
+        description="Image generation with Discrete Latent Codes: train the encoder, DiT, code prior "
+        "and text model, then sample, compose and evaluate. Every verb has --help.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for module in _command_modules():
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # key=value overrides may stand anywhere after the verb (argparse cannot interleave them
+    # with options on its own)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    try:
+        return args.func(args) or 0
+    except DLCError as e:
+        print(f"dlc {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ndlc {args.verb}: interrupted; finished checkpoints are kept and a re-run resumes.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

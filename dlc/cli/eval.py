@@ -1,0 +1,54 @@
+"""``dlc eval codes``: how good an encoder's codes are (linear probe, k-NN, usage statistics)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "eval", help="evaluate a trained model (codes: linear probe, k-NN, code usage)",
+        description="Evaluate a trained model. 'dlc eval codes' encodes a labelled dataset's train and test "
+        "splits and reports linear-probe and k-NN accuracy of the one-hot codes against the same encoder's "
+        "continuous features, plus code usage (values used per position, entropy, distinct codes, images "
+        "sharing a code). Example: dlc eval codes --run runs/emoji/encoder --data emoji",
+    )
+    what = parser.add_subparsers(dest="what", metavar="WHAT")
+    what.required = True
+    codes = what.add_parser("codes", help="code quality of an SEM encoder",
+                            description="Linear probe and k-NN on one-hot codes vs continuous features, "
+                            "and code usage statistics, on a labelled dataset.")
+    codes.add_argument("--run", required=True, help="encoder run directory or model folder")
+    codes.add_argument("--data", default="emoji", help="a labelled dataset: emoji, fashion-mnist, imagefolder:PATH")
+    codes.add_argument("--train-split", default="train")
+    codes.add_argument("--test-split", default="test")
+    codes.add_argument("--train-limit", type=int, default=0, help="use the first N training images (0: all)")
+    codes.add_argument("--k", type=int, default=20, help="neighbours for k-NN (default: %(default)s)")
+    codes.add_argument("--out", default=None, help="also write the results as JSON here")
+    codes.set_defaults(func=run_codes)
+
+
+def run_codes(args) -> int:
+    import torch
+
+    from ..data import load
+    from ..encoder import DLCEncoder
+    from ..eval.codes import evaluate_codes
+
+    encoder = DLCEncoder.from_pretrained(args.run).to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    c = encoder.config
+    size = c.input_size or c.image_size
+    train = load(args.data, size=size, split=args.train_split, channels=c.in_channels)
+    test = load(args.data, size=size, split=args.test_split, channels=c.in_channels)
+    if args.train_limit:
+        train = train.subset(range(min(args.train_limit, len(train))))
+    result = evaluate_codes(encoder, train, test, k=args.k)
+    for name in ("codes", "features"):
+        print(f"{name:<9} linear probe {result[name]['linear_probe']:.3f}   k-NN {result[name]['knn']:.3f}")
+    print(f"probe ratio (codes / features): {result['probe_ratio']:.3f}")
+    print("usage: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["usage"].items()))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0

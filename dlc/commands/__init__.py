@@ -1,1 +1,0 @@
-"""One module per ``dlc`` verb; each defines ``register(subparsers)``."""

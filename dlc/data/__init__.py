@@ -1,0 +1,92 @@
+"""Datasets: colour emoji and Fashion-MNIST (offline, from Debian packages), image folders and
+webdataset shards, behind one entry point.
+
+Every dataset yields dicts with ``image`` (uint8 tensor C,H,W), ``label`` (int or None) and
+``caption`` (str or None), plus dataset-specific fields:
+
+    load("emoji", size=32)                 # 3,655 Noto colour emoji, captions = CLDR names
+    load("fashion-mnist", size=32, channels=3)
+    load("imagefolder:/path/to/images", size=64)
+    load("webdataset:/data/shards-{000000..000099}.tar")
+
+``channels`` works for every dataset: 3 repeats a grey image, 1 turns RGB into grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from .emoji import EMOJI_FONT, EMOJI_TEST, load_emoji
+from .fashion import FASHION_CLASSES, FASHION_DIR, load_fashion_mnist
+from .folder import ImageFolderDataset, SkipCounter
+from .images import (
+    IMAGE_EXTENSIONS,
+    collate,
+    decode_image,
+    encode_png,
+    load_image,
+    pil_to_tensor,
+    resize_center_crop,
+    to_channels,
+    to_float,
+    to_rgb,
+    to_uint8,
+)
+from .memory import TensorImageDataset, cache_dir
+from .shards import ShardDataset, expand_urls, read_manifest, write_shards
+
+DATASETS = {
+    "emoji": "3,655 Noto colour emoji with CLDR names as captions and subgroups as labels",
+    "fashion-mnist": "70,000 28x28 clothing images in 10 classes",
+    "imagefolder:PATH": "images under PATH; class subfolders become labels; captions.jsonl optional",
+    "webdataset:PATTERN": "webdataset shards (png/jpg + cls + txt), e.g. /data/s-{000..099}.tar",
+}
+ALIASES = {"fashion": "fashion-mnist"}
+
+
+def canonical_name(name: str) -> str:
+    """The dataset's name as ``DATASETS`` spells it (``fashion`` -> ``fashion-mnist``)."""
+    return ALIASES.get(name, name)
+
+
+def load(name: str, size: int | None = None, split: str = "train", channels: int | None = None, **options):
+    """Load a dataset by name (see ``DATASETS``); items are dicts with image, label, caption.
+
+    ``split`` is "train", "test" or "all" for emoji and Fashion-MNIST; for an image folder it
+    picks the subfolder of that name when there is one (else all images); a shard pattern names
+    its own split. ``channels``: 1 or 3 (None: the dataset's own)."""
+    name = canonical_name(name)
+    if name == "emoji":
+        return load_emoji(size or 32, split, channels, **options)
+    if name == "fashion-mnist":
+        return load_fashion_mnist(size or 28, split, channels, **options)
+    if name.startswith("imagefolder:"):
+        root = Path(name.split(":", 1)[1])
+        # ImageNet-style layouts keep splits in subfolders (train/, val/); use one when present
+        return ImageFolderDataset(root / split if (root / split).is_dir() else root, size, channels, **options)
+    if name.startswith("webdataset:"):
+        return ShardDataset(name.split(":", 1)[1], size, channels, **options)  # the pattern names the split
+    raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section of a stage config."""
+
+    dataset: str = "emoji"  # emoji, fashion-mnist, imagefolder:PATH, webdataset:PATTERN
+    size: int = 32
+    channels: int = 3  # 3 (RGB; grey images repeated) or 1 (grey)
+
+    def load(self, split: str = "train", **options):
+        return load(self.dataset, size=self.size, split=split, channels=self.channels, **options)
+
+
+__all__ = [
+    "DATASETS", "DataConfig", "ImageFolderDataset", "ShardDataset", "SkipCounter", "TensorImageDataset",
+    "EMOJI_FONT", "EMOJI_TEST", "FASHION_CLASSES", "FASHION_DIR", "IMAGE_EXTENSIONS",
+    "cache_dir", "canonical_name", "collate", "decode_image", "encode_png", "expand_urls", "load", "load_image",
+    "load_emoji", "load_fashion_mnist", "pil_to_tensor", "read_manifest", "resize_center_crop", "to_channels",
+    "to_float", "to_rgb", "to_uint8", "write_shards",
+]

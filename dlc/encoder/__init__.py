@@ -1,0 +1,7 @@
+"""The SEM encoder: a ViT whose CLS and register tokens pass through a Simplicial Embedding to
+become a Discrete Latent Code (``model``, ``sem``), and its self-supervised training (``training``)."""
+
+from .model import DLCEncoder, create_backbone
+from .sem import SimplicialEmbedding
+
+__all__ = ["DLCEncoder", "SimplicialEmbedding", "create_backbone"]

@@ -1,0 +1,302 @@
+"""Self-supervised training of the SEM encoder (DINOv2-style self-distillation through the SEM).
+
+A student (encoder + DINO head) sees every crop of a multi-crop view; its EMA, the teacher, sees
+the global crops. Losses, as in the paper:
+- DINO on the SEM output (the code's probabilities mapped back through the final norm) with
+  teacher centring and a teacher temperature warm-up;
+- KoLeo on the same SEM output (spreads the codes out: no collapse);
+- iBOT (optional): masked patch tokens of the student predict the teacher's, bypassing the SEM.
+
+    dlc train encoder --config emoji            # or: python train/encoder.py --config emoji
+
+The run's ``model/`` folder holds the DLCEncoder alone (the EMA teacher's): what ``dlc encode``,
+the DiT and composition load.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import DataConfig, to_float
+from ..runs import RunDir
+from ..training import fit, seed_everything
+from .model import DLCEncoder
+
+
+@dataclass
+class ModelConfig:
+    """The encoder's architecture (``DLCEncoder`` arguments) and where its backbone starts from."""
+
+    backbone: str = "vit_tiny_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str = ""  # "": random init; "timm": the backbone's public weights; else a weights file
+    image_size: int = 32
+    input_size: int | None = None
+    code_length: int = 32
+    vocab_size: int = 64
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class CropConfig:
+    """Multi-crop augmentation, done in batches on the training device (``multicrop``)."""
+
+    global_size: int = 32
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_crops: int = 4
+    local_size: int = 16
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    flip: bool = True
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    grayscale_prob: float = 0.2
+
+
+@dataclass
+class SSLConfig:
+    """Self-distillation: heads, temperatures, loss weights and the teacher's momentum."""
+
+    head_hidden: int = 512
+    head_bottleneck: int = 128
+    prototypes: int = 1024
+    student_temp: float = 0.1
+    teacher_temp: tuple[float, float] = (0.04, 0.07)  # warm-up from the first to the second
+    teacher_temp_warmup: float = 0.3  # fraction of the steps
+    center_momentum: float = 0.9
+    momentum: tuple[float, float] = (0.992, 1.0)  # the teacher's EMA, cosine from first to second
+    sem_tau: float = 1.0
+    dino_weight: float = 1.0
+    koleo_weight: float = 0.1
+    ibot_weight: float = 0.0  # > 0 turns on the masked-patch loss (and the encoder's mask token)
+    mask_prob: float = 0.5  # fraction of global crops that are masked
+    mask_ratio: tuple[float, float] = (0.1, 0.5)  # of the patches of a masked crop
+
+
+@dataclass
+class EncoderTrainingConfig:
+    run_dir: str = "runs/emoji/encoder"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(ema_warmup=False, lr=5e-4, weight_decay=0.04))
+
+
+
+# ---- multi-crop augmentation ------------------------------------------------------------------
+
+
+def random_resized_crops(x: torch.Tensor, size: int, scale: tuple[float, float], flip: bool,
+                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """One random resized crop (and flip) per image, as a batched affine resampling."""
+    n = len(x)
+    rand = lambda: torch.rand(n, device=x.device)  # noqa: E731
+    area = scale[0] + (scale[1] - scale[0]) * rand()
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand())
+    w, h = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)  # fractions of the side
+    cx, cy = (2 * rand() - 1) * (1 - w), (2 * rand() - 1) * (1 - h)  # centres in [-1, 1] coordinates
+    sign = torch.where(rand() < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=x.device)
+    zero = torch.zeros(n, device=x.device)
+    theta = torch.stack([torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, cfg: CropConfig) -> torch.Tensor:
+    """Random brightness, contrast and saturation (each image with probability ``jitter_prob``),
+    then random greyscale; ``x`` in [0, 1]."""
+    n = len(x)
+
+    def factor(strength: float) -> torch.Tensor:
+        f = 1 + strength * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+        return torch.where(torch.rand(n, 1, 1, 1, device=x.device) < cfg.jitter_prob, f, 1.0)
+
+    gray = lambda t: (t * torch.tensor([0.299, 0.587, 0.114], device=t.device).view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
+    x = x * factor(cfg.brightness)
+    if x.shape[1] == 3:
+        mean = gray(x).mean((2, 3), keepdim=True)
+        x = (x - mean) * factor(cfg.contrast) + mean
+        g = gray(x)
+        x = (x - g) * factor(cfg.saturation) + g
+        x = torch.where(torch.rand(n, 1, 1, 1, device=x.device) < cfg.grayscale_prob, gray(x).expand_as(x), x)
+    return x.clamp(0, 1)
+
+
+def multicrop(images: torch.Tensor, cfg: CropConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 images (B, C, H, W) -> (2B global crops, local_crops*B local crops or None), in [0, 1],
+    view-major (rows v*B .. v*B+B-1 are view v)."""
+    x = (to_float(images) + 1) / 2
+    views = lambda k, size, scale: color_jitter(random_resized_crops(x.repeat(k, 1, 1, 1), size, scale, cfg.flip), cfg)  # noqa: E731
+    local = views(cfg.local_crops, cfg.local_size, cfg.local_scale) if cfg.local_crops else None
+    return views(2, cfg.global_size, cfg.global_scale), local
+
+
+def random_masks(n: int, patches: int, prob: float, ratio: tuple[float, float], device) -> torch.Tensor:
+    """(n, patches) bool: a ``prob`` fraction of the rows mask a random ``ratio`` of their patches."""
+    row_ratio = torch.rand(n, 1, device=device) * (ratio[1] - ratio[0]) + ratio[0]
+    masked_row = torch.rand(n, 1, device=device) < prob
+    return (torch.rand(n, patches, device=device) < row_ratio) & masked_row
+
+
+# ---- heads and losses ---------------------------------------------------------------------------
+
+
+class DINOHead(nn.Module):
+    """3-layer MLP -> L2-normalised bottleneck -> prototypes with unit-norm weights (DINO's
+    weight-normalised last layer with its gain fixed to 1)."""
+
+    def __init__(self, width: int, hidden: int, bottleneck: int, prototypes: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        self.prototypes = nn.Parameter(torch.randn(prototypes, bottleneck) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(self.prototypes, dim=-1))
+
+
+class Centering(nn.Module):
+    """The teacher's running centre (a buffer: saved in checkpoints, shared across processes)."""
+
+    def __init__(self, prototypes: int, momentum: float):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("center", torch.zeros(1, prototypes))
+
+    def probs(self, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        return torch.softmax((teacher_logits.float() - self.center) / temp, dim=-1)
+
+    @torch.no_grad()
+    def update(self, teacher_logits: torch.Tensor) -> None:
+        mean = teacher_logits.float().mean(0, keepdim=True)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(mean)
+            mean /= torch.distributed.get_world_size()
+        self.center.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
+
+
+def dino_loss(student: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float, batch: int) -> torch.Tensor:
+    """Cross-entropy between each teacher global view and every student view but the same one."""
+    s = F.log_softmax(student.float() / student_temp, dim=-1).split(batch)
+    t = teacher_probs.split(batch)
+    terms = [-(tq * sv).sum(-1).mean() for iq, tq in enumerate(t) for iv, sv in enumerate(s) if iv != iq]
+    return torch.stack(terms).mean()
+
+
+def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy estimate (negated): -mean log distance to the nearest neighbour."""
+    x = F.normalize(x.float(), dim=-1)
+    dots = x @ x.T
+    dots.fill_diagonal_(-2)
+    nearest = dots.argmax(1)
+    return -torch.log((x - x[nearest]).norm(dim=-1) + eps).mean()
+
+
+class SSLModel(nn.Module):
+    """Encoder + DINO head (shared by iBOT). ``save_pretrained`` writes the encoder alone: the
+    heads only serve training and stay in the checkpoints."""
+
+    def __init__(self, encoder: DLCEncoder, ssl: SSLConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.head = DINOHead(encoder.vit.embed_dim, ssl.head_hidden, ssl.head_bottleneck, ssl.prototypes)
+        self.tau = ssl.sem_tau
+
+    def forward(self, crops: list[torch.Tensor], masks: torch.Tensor | None = None, patches: bool = False) -> dict:
+        """Crops grouped by size (the first: global crops, masked by ``masks``) -> head logits of the
+        SEM outputs of all crops, the global crops' SEM outputs and, with ``patches``, the head
+        logits of every global patch token (2B, N, K) for iBOT."""
+        outputs = [self.encoder(x, masks if i == 0 else None, self.tau) for i, x in enumerate(crops)]
+        out = {"logits": self.head(torch.cat([o["embedding"] for o in outputs])), "embedding": outputs[0]["embedding"]}
+        if patches:
+            out["patch_logits"] = self.head(outputs[0]["patches"])
+        return out
+
+    def save_pretrained(self, path, **kwargs) -> None:
+        self.encoder.save_pretrained(path, **kwargs)
+
+
+def build_model(config: EncoderTrainingConfig) -> SSLModel:
+    m = config.model
+    encoder = DLCEncoder(backbone=m.backbone, backbone_kwargs=dict(m.backbone_kwargs), image_size=m.image_size,
+                         input_size=m.input_size, in_channels=config.data.channels, code_length=m.code_length,
+                         vocab_size=m.vocab_size, mean=tuple(m.mean), std=tuple(m.std),
+                         use_mask_token=config.ssl.ibot_weight > 0)
+    if m.pretrained:
+        encoder.load_backbone_weights(True if m.pretrained == "timm" else m.pretrained)
+    return SSLModel(encoder, config.ssl)
+
+
+def momentum_schedule(ssl: SSLConfig, steps: int):
+    """The teacher's EMA decay at a step: cosine from ``momentum[0]`` to ``momentum[1]``."""
+    start, end = ssl.momentum
+    return lambda step: end - (end - start) * (math.cos(math.pi * min(step, steps) / steps) + 1) / 2
+
+
+def teacher_temp(ssl: SSLConfig, step: int, steps: int) -> float:
+    warmup = max(1, round(ssl.teacher_temp_warmup * steps))
+    start, end = ssl.teacher_temp
+    return start + (end - start) * min(1.0, step / warmup)
+
+
+class SSLLoss:
+    """The loss function ``fit`` calls: multi-crop, student and teacher passes, the three losses."""
+
+    def __init__(self, config: EncoderTrainingConfig, patches: int):
+        self.config, self.patches = config, patches
+        self.center = Centering(config.ssl.prototypes, config.ssl.center_momentum)
+        self.patch_center = Centering(config.ssl.prototypes, config.ssl.center_momentum)
+
+    def __call__(self, model, batch: dict, info) -> tuple[torch.Tensor, dict]:
+        ssl = self.config.ssl
+        images = batch["image"]
+        n = len(images)
+        global_crops, local_crops = multicrop(images, self.config.crops)
+        normalize = info.ema.encoder.normalize
+        global_crops = normalize(global_crops)
+        crops = [global_crops] + ([normalize(local_crops)] if local_crops is not None else [])
+        masks = (random_masks(len(global_crops), self.patches, ssl.mask_prob, ssl.mask_ratio, images.device)
+                 if ssl.ibot_weight else None)
+        self.center.to(images.device), self.patch_center.to(images.device)
+        with torch.no_grad():
+            teacher = info.ema(crops[:1], patches=masks is not None)
+        student = model(crops, masks, patches=masks is not None)
+        temp = teacher_temp(ssl, info.step, info.total_steps)
+        dino = dino_loss(student["logits"], self.center.probs(teacher["logits"], temp), ssl.student_temp, n)
+        reg = sum(koleo(e) for e in student["embedding"].split(n)) / 2
+        loss = ssl.dino_weight * dino + ssl.koleo_weight * reg
+        metrics = {"dino": dino.item(), "koleo": reg.item(), "teacher_temp": temp}
+        if masks is not None and masks.any():
+            target = self.patch_center.probs(teacher["patch_logits"][masks], temp)
+            per_patch = -(target * F.log_softmax(student["patch_logits"][masks].float() / ssl.student_temp, -1)).sum(-1)
+            # each masked image weighs the same whatever its number of masked patches
+            weight = (1 / masks.sum(1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
+            ibot = (per_patch * weight).sum() / masks.any(1).sum()
+            loss = loss + ssl.ibot_weight * ibot
+            metrics["ibot"] = ibot.item()
+            self.patch_center.update(teacher["patch_logits"][masks])
+        self.center.update(teacher["logits"])
+        return loss, metrics
+
+
+def train(config: EncoderTrainingConfig) -> RunDir:
+    seed_everything(config.train.seed)
+    run = RunDir(config.run_dir)
+    model = build_model(config)
+    dataset = config.data.load("train")
+    patches = (config.crops.global_size // model.encoder.vit.patch_embed.patch_size[0]) ** 2
+    loss = SSLLoss(config, patches)
+    fit(run, config.train, model, dataset, loss, config=config, desc="encoder",
+        ema_decay=momentum_schedule(config.ssl, config.train.steps),
+        extra_state={"center": loss.center, "patch_center": loss.patch_center})
+    return run
