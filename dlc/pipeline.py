@@ -372,6 +372,6 @@ def _code_shape(part) -> tuple[int, int] | None:
 
 
 def _is_hf_text_model(path: Path) -> bool:
-    from .text import HF_META
+    from .text.hf import HF_META
 
     return (path / HF_META).is_file()

@@ -2,6 +2,8 @@
 space it works in (``latents``: pixels or a VAE's latents), its run config (``config``), and
 training (``training``; ``vae`` trains a small VAE for the latent space)."""
 
+from diffusers import ConfigMixin, ModelMixin  # noqa: F401  diffusers' pipeline loader looks up the base classes here
+
 from .config import DiTRunConfig, load_dit_run
 from .diffusion import OBJECTIVES, get_objective, sample
 from .latents import PixelSpace, VAESpace, make_latent_space

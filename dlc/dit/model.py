@@ -13,6 +13,7 @@ V=classes) and unconditional (L=0) models are the same class with other settings
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -62,11 +63,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).to(x.dtype)
 
 
-def zero_init_modulation(blocks) -> None:
-    """adaLN-Zero: zero the last layer of each block's modulation MLP, so gates and shifts start at 0."""
-    for block in blocks:
+def init_adaln_weights(model: nn.Module, init_inputs: Callable[[], None]) -> None:
+    """DiT's initialisation of an adaLN-Zero transformer (``t_embedder``, ``blocks``, ``final_layer``):
+    Xavier linears, then ``init_inputs()`` (the model's input embeddings), N(0, 0.02) timestep MLP,
+    and zero modulation and output layers, so every block starts as the identity and the output at 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    init_inputs()
+    for layer in model.t_embedder.mlp[::2]:
+        nn.init.normal_(layer.weight, std=0.02)
+    for block in [*model.blocks, model.final_layer]:
         nn.init.zeros_(block.modulation[-1].weight)
         nn.init.zeros_(block.modulation[-1].bias)
+    nn.init.zeros_(model.final_layer.linear.weight)
+    nn.init.zeros_(model.final_layer.linear.bias)
 
 
 class TimestepEmbedder(nn.Module):
@@ -191,18 +203,12 @@ class DiT(ModelMixin, ConfigMixin):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        w = self.patch_embed.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)
-        for layer in self.t_embedder.mlp[::2]:
-            nn.init.normal_(layer.weight, std=0.02)
-        zero_init_modulation([*self.blocks, self.final_layer])  # adaLN-Zero: every block starts as the identity
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        def patch_embedding():
+            w = self.patch_embed.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(self.patch_embed.bias)
+
+        init_adaln_weights(self, patch_embedding)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         p, g, c = self.config.patch_size, self.grid, self.out_channels
@@ -224,6 +230,12 @@ class DiT(ModelMixin, ConfigMixin):
         for block in self.blocks:
             h = block(h, c)  # (B, T, D)
         return self.unpatchify(self.final_layer(h, c))  # (B, C_out, H, W)
+
+
+# saved pipelines record where to import the class from (model_index.json): the public path, also
+# that of pipelines saved before the package was split
+DiT.__module__ = "dlc.dit"
+
 
 
 # name -> (depth, width, heads); T (tiny) and N (nano) are CPU sizes

@@ -144,3 +144,8 @@ class DLCEncoder(ModelMixin, ConfigMixin):
         """Images -> continuous features (B, D): the CLS token after the backbone's final norm."""
         tokens = self.tokens(self.preprocess(images))
         return self.vit.norm(tokens[:, 0])
+
+
+# saved pipelines record where to import the class from (model_index.json): the public path, also
+# that of pipelines saved before the package was split
+DLCEncoder.__module__ = "dlc.encoder"

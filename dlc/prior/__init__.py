@@ -29,6 +29,8 @@ permutation (seed 0) of the stored codes is never trained on; it is scored with 
 ``train.sample_every`` steps and at the end (``data.eval_codes`` replaces it, and is needed for shards).
 """
 
+from diffusers import ConfigMixin, ModelMixin  # noqa: F401  diffusers' pipeline loader looks up the base classes here
+
 from .model import PRIOR_SIZES, CodePrior, create_prior, load_prior, mask_prob
 from .sampling import sample_codes
 

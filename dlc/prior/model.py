@@ -11,7 +11,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..codes import check_codes
-from ..dit.model import DiTBlock, FinalLayer, TimestepEmbedder, zero_init_modulation
+from ..dit.model import DiTBlock, FinalLayer, TimestepEmbedder, init_adaln_weights
 from ..errors import ConfigError
 from ..runs import model_folder
 
@@ -59,16 +59,8 @@ class CodePrior(ModelMixin, ConfigMixin):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
-        for layer in self.t_embedder.mlp[::2]:
-            nn.init.normal_(layer.weight, std=0.02)
-        zero_init_modulation([*self.blocks, self.final_layer])  # the untrained model predicts uniform logits
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        # zero output layers: the untrained model predicts uniform logits
+        init_adaln_weights(self, lambda: nn.init.normal_(self.token_embed.weight, std=0.02))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_t`` (B, L) long in [0, V] (V = mask); ``t`` (B,) or scalar time in [0, 1] -> logits (B, L, V)."""
@@ -87,6 +79,12 @@ class CodePrior(ModelMixin, ConfigMixin):
         from .sampling import sample_codes
 
         return sample_codes(self, num, seed=seed, **options)
+
+
+# saved pipelines record where to import the class from (model_index.json): the public path, also
+# that of pipelines saved before the package was split
+CodePrior.__module__ = "dlc.prior"
+
 
 
 # name -> (depth, width, heads). medium is SEDD-medium, the paper's prior; nano is the CPU default.

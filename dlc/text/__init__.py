@@ -21,6 +21,8 @@ Two model families share this logic:
   fine-tuned or with LoRA (peft).
 """
 
+from diffusers import ConfigMixin, ModelMixin  # noqa: F401  diffusers' pipeline loader looks up the base classes here
+
 from .hf import HFTextToCode, load_text_model
 from .model import TextToCode, TokenLayout, build_sequences, generate_codes, llada_loss, mask_tokens
 from .tokenizers import CaptionTokenizer

@@ -59,6 +59,14 @@ class HFTextToCode(nn.Module, CodeGenerationMixin):
         return cls(lm, tokenizer, meta["code_length"], meta["vocab_size"], meta["max_text_length"],
                    meta["model_class"], meta["trust_remote_code"])
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def text_ids(self, captions: Sequence[str]) -> list[list[int]]:
         ids = self.tokenizer(list(captions), add_special_tokens=False)["input_ids"]
         return [row[: self.config.max_text_length] for row in ids]

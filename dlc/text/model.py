@@ -220,3 +220,8 @@ class TextToCode(ModelMixin, ConfigMixin, CodeGenerationMixin):
         model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         model.tokenizer = CaptionTokenizer.load(local_folder(pretrained_model_name_or_path) / "tokenizer")
         return model
+
+
+# saved pipelines record where to import the class from (model_index.json): the public path, also
+# that of pipelines saved before the package was split
+TextToCode.__module__ = "dlc.text"
