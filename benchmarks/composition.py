@@ -32,8 +32,9 @@ from dlc.compose import compose, interpolate
 
 def images_for(pipe, codes: torch.Tensor, args) -> torch.Tensor:
     """uint8 (B, C, H, W): the input both the encoder and the Inception features read in [0, 255]."""
-    return pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps, seed=args.seed,
-                batch_size=args.batch_size, output_type="uint8")
+    return pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps,
+                generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size,
+                output_type="uint8").images
 
 
 def mean_std(values: list[float]) -> dict:

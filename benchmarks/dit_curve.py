@@ -31,9 +31,8 @@ from dlc import eval as dlc_eval
 from dlc.codes import load_codes
 from dlc.config import load_config
 from dlc.data import to_float
-from dlc.diffusion import get_objective
-from dlc.dit import DiT
-from dlc.dit_training import DiTRunConfig
+from dlc.dit import DiT, DiTRunConfig
+from dlc.dit.diffusion import get_objective
 from dlc.pipeline import DLCPipeline
 from dlc.runs import RunDir
 
@@ -49,8 +48,8 @@ def training_minutes(run: RunDir) -> dict[int, float]:
 
 def evaluate(pipe, codes: torch.Tensor, originals: torch.Tensor, args) -> tuple[torch.Tensor, float, float]:
     """(uint8 images from ``codes``, MSE to their originals, MSE to shuffled originals)."""
-    images = pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps, seed=args.seed,
-                  batch_size=64, output_type="uint8")
+    images = pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps,
+                  generator=torch.Generator().manual_seed(args.seed), batch_size=64, output_type="uint8").images
     generated, real = to_float(images), to_float(originals)
     shuffled = real.roll(1, dims=0)
     return images, (generated - real).pow(2).mean().item(), (generated - shuffled).pow(2).mean().item()

@@ -67,7 +67,8 @@ def main() -> None:
         counter.calls = 0
         start = time.perf_counter()
         images = pipe(codes=codes, scheduler=sampler, num_inference_steps=steps, guidance_scale=args.guidance_scale,
-                      seed=args.seed, batch_size=args.num, output_type="uint8")
+                      generator=torch.Generator().manual_seed(args.seed), batch_size=args.num,
+                      output_type="uint8").images
         seconds = time.perf_counter() - start
         reference_images = images if reference_images is None else reference_images
         fid = dlc_eval.fid(images, args.reference, kid=False, isc=False, progress=False)["fid"]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from dlc.codes import evaluate_codes
-from dlc.commands.train import load_stage_config
 from dlc.encoder import DLCEncoder
+from dlc.eval.codes import evaluate_codes
 from dlc.runs import RunDir
+from dlc.stages import STAGES
 
 
 def main() -> None:
@@ -34,13 +34,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_intermixed_args()
     torch.set_num_threads(args.threads)
-    module, config = load_stage_config("encoder", args.config, args.overrides)
+    stage = STAGES["encoder"]
+    config = stage.load_config(args.config, args.overrides)
     run = RunDir(config.run_dir)
 
     train_seconds = None
     if not (run.model_dir / "config.json").is_file():
         started = time.time()
-        module.train(config)
+        stage.train(config)
         train_seconds = time.time() - started
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trained = DLCEncoder.from_pretrained(run.root).to(device).eval()

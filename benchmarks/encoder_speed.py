@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from dlc.commands.train import load_stage_config
-from dlc.encoder_training import build_model
+from dlc.encoder.training import build_model
+from dlc.stages import STAGES
 
 CONFIGS = {"emoji": "emoji", "fashion": "fashion", "imagenet-dlc512": "imagenet"}
 
@@ -50,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
-        _, config = load_stage_config("encoder", CONFIGS[name], ["model.pretrained="])
+        config = STAGES["encoder"].load_config(CONFIGS[name], ["model.pretrained="])
         encoder = build_model(config).encoder.to(args.device, getattr(torch, args.dtype)).eval()
         rate = throughput(encoder, args.batch, args.seconds, args.device)
         rows.append({"model": name, "backbone": config.model.backbone, "image_size": config.model.image_size,

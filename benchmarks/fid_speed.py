@@ -38,7 +38,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     train = dlc.data.load("emoji", size=32, split="train").images
     samples = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: args.num]]
-    extractor = dlc_eval.find_inception()
+    extractor = dlc_eval.fidelity.find_inception()
     start = time.perf_counter()
     features = dlc_eval.image_features(samples, batch_size=args.batch_size)
     feature_s = time.perf_counter() - start

@@ -22,17 +22,11 @@ from pathlib import Path
 import torch
 
 import dlc  # noqa: F401  (torchvision fix before anything else)
+from dlc.codes.synthetic import markov_entropy_bits, markov_nll_bits
 from dlc.config import load_config
-from dlc.prior import (
-    CONFIG,
-    code_statistics,
-    heldout_bits,
-    load_data,
-    load_prior,
-    markov_entropy_bits,
-    markov_nll_bits,
-    unigram_bits,
-)
+from dlc.eval.codes import code_statistics
+from dlc.prior import load_prior
+from dlc.prior.training import PriorRunConfig, heldout_bits, load_data, unigram_bits
 
 
 def row(name: str, codes: torch.Tensor, reference: torch.Tensor, markov_v: int | None, **extra) -> dict:
@@ -66,8 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = load_config(CONFIG, Path(args.run) / "config.yaml")
-    _, heldout, train_codes = load_data(config)
+    config = load_config(PriorRunConfig, Path(args.run) / "config.yaml")
+    _, heldout, train_codes, _, _ = load_data(config)
     prior = load_prior(args.run).to(args.device)
     V = prior.config.vocab_size
     markov_v = V if config.data.codes == "synthetic:markov" else None

@@ -3,7 +3,7 @@
 A subgroup probe (multinomial logistic regression on one-hot codes, fitted on the training codes)
 reads the class out of generated codes: how often does a prompt's code decode to the prompted
 emoji's subgroup? Reported for training prompts and for the held-out compositional prompts
-(dlc/holdout.py), against the chance rate, the majority rate and uniformly random codes, with the
+(dlc/data/holdout.py), against the chance rate, the majority rate and uniformly random codes, with the
 probe's accuracy on the real codes as the ceiling. With --pipeline and --encoder, the same prompts'
 codes also go through the DiT, and a subgroup probe on the encoder's features of real images
 classifies the generated images (against images from random codes). Diversity: the mean pairwise Hamming distance
@@ -25,7 +25,9 @@ import torch.nn.functional as F
 import dlc  # noqa: F401  (torchvision fix)
 from dlc import text
 from dlc.config import load_config
-from dlc.holdout import heldout_emoji
+from dlc.data.holdout import heldout_emoji
+from dlc.text import training as text_training
+from dlc.text.model import REMASKING
 
 
 def fit_probe(codes: torch.Tensor, labels: torch.Tensor, vocab: int, classes: int, steps: int = 300):
@@ -82,7 +84,7 @@ def image_fidelity(args, data, prompts_codes: dict, labels_of: dict, V: int) -> 
     g = torch.Generator().manual_seed(1)
     for split, codes in prompts_codes.items():
         for name, c in (("generated", codes), ("random_codes", torch.randint(0, V, codes.shape, generator=g))):
-            pil = pipe(codes=c, seed=0, num_inference_steps=args.dit_steps, guidance_scale=args.dit_guidance)
+            pil = pipe(codes=c, num_inference_steps=args.dit_steps, guidance_scale=args.dit_guidance).images
             images = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in pil])).permute(0, 3, 1, 2)
             with torch.no_grad():
                 hits = probe(features(images)).argmax(-1) == labels_of[split]
@@ -102,7 +104,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--per-prompt", type=int, default=4)
     parser.add_argument("--steps", type=int, default=None, help="generation steps (default L)")
     parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--remasking", default="low_confidence", choices=sorted(text.REMASKING))
+    parser.add_argument("--remasking", default="low_confidence", choices=sorted(REMASKING))
     parser.add_argument("--guidance-scale", type=float, default=0.0)
     parser.add_argument("--pipeline", help="a DLC pipeline run (DiT) for image-level fidelity (optional)")
     parser.add_argument("--encoder", help="the encoder (model folder) whose features the image probe uses")
@@ -112,9 +114,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
-    config = load_config(text.CONFIG, f"{args.run}/config.yaml")
+    config = load_config(text_training.TextRunConfig, f"{args.run}/config.yaml")
     model = text.load_text_model(args.run)
-    pairs, L, V, _ = text.training_pairs(config)
+    pairs, L, V, _ = text_training.training_pairs(config)
     data, codes = pairs.dataset, pairs.codes
     labels = torch.as_tensor(data.labels)
     probe = fit_probe(codes, labels, V, data.num_classes)

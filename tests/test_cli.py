@@ -60,3 +60,18 @@ def test_data_shards(tmp_path, capsys):
         Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(folder / f"{i}.png")
     assert main(["data", "shards", f"imagefolder:{folder}", "--out", str(tmp_path / "shards")]) == 0
     assert (tmp_path / "shards" / "shard-000000.tar").exists()
+
+
+def test_print_config_shows_every_key_resolved_and_trains_nothing(tmp_path, capsys):
+    import yaml
+
+    from dlc.config import from_dict
+    from dlc.dit import DiTRunConfig
+
+    run_dir = tmp_path / "never"
+    assert main(["train", "dit", "--config", "imagenet", "--print-config", f"run_dir={run_dir}", "train.lr=3e-4"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    config = from_dict(DiTRunConfig, printed)  # every key is a valid one, and all of them are there
+    assert config.train.lr == 3e-4 and config.model.arch == "DiT-XL/2" and config.run_dir == str(run_dir)
+    assert set(printed["train"]) == set(DiTRunConfig().train.__dataclass_fields__)
+    assert not run_dir.exists()

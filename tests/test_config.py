@@ -67,12 +67,12 @@ def test_saved_config_reloads_identically(tmp_path):
 # --------------------------------------------------------------------------------------------
 # The shipped configs
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "dlc" / "configs"
 SHIPPED = sorted(CONFIG_DIR.glob("*/*.yaml"))
 
 
 def stage_of(path: Path) -> str:
-    from dlc.commands.train import STAGES
+    from dlc.stages import STAGES
 
     stages = [s for s in STAGES if path.stem.startswith(s)]
     assert len(stages) == 1, f"{path.name} should start with one stage name of {sorted(STAGES)}"
@@ -81,30 +81,38 @@ def stage_of(path: Path) -> str:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix())
 def test_every_shipped_config_validates_against_its_stage(path, tmp_path):
-    from dlc.commands.train import load_stage_config
+    from dlc.stages import STAGES
 
-    module, config = load_stage_config(stage_of(path), str(path), [])
-    assert isinstance(config, module.CONFIG)
+    stage = STAGES[stage_of(path)]
+    config = stage.load_config(str(path))
+    assert isinstance(config, stage.config)
     save_config(config, tmp_path / "config.yaml")  # what a run directory keeps reloads as is
-    assert load_config(module.CONFIG, tmp_path / "config.yaml") == config
+    assert load_config(stage.config, tmp_path / "config.yaml") == config
 
 
 def test_presets_resolve_for_every_dataset_and_stage():
-    from dlc.commands.train import resolve_config
+    from dlc.errors import ConfigError
+    from dlc.stages import STAGES
 
     assert {p.parent.name for p in SHIPPED} == {"emoji", "fashion", "imagenet"}
-    assert resolve_config("dit", "fashion").name == "dit.yaml"
-    assert resolve_config("dit", "imagenet").name == "dit_xl2_dlc512.yaml"
+    assert STAGES["dit"].config_file("fashion").name == "dit.yaml"
+    assert STAGES["dit"].config_file("imagenet").name == "dit_xl2_dlc512.yaml"
+    assert STAGES["dit"].config_file("imagenet/dit_xl2_dlc512.yaml").name == "dit_xl2_dlc512.yaml"
     for path in SHIPPED:
-        assert resolve_config(stage_of(path), str(path)) == path
+        assert Path(STAGES[stage_of(path)].config_file(str(path))) == path
+        preset = f"{path.parent.name}/{path.name}"
+        assert preset in STAGES[stage_of(path)].preset_names()
+    with pytest.raises(ConfigError, match="emoji/dit.yaml"):  # the error lists the presets
+        STAGES["dit"].config_file("nonexistent")
 
 
 def test_imagenet_dit_config_is_the_paper_model_built_without_downloads():
     import torch
 
-    from dlc.commands.train import load_stage_config
+    from dlc.dit.training import create_model
+    from dlc.stages import STAGES
 
-    module, config = load_stage_config("dit", "imagenet", [])
+    config = STAGES["dit"].load_config("imagenet", [])
     assert (config.model.arch, config.objective, config.latent) == ("DiT-XL/2", "ddpm", "stabilityai/sd-vae-ft-ema")
     assert config.condition.kind == "shards" and config.condition.vocab_size == 256 and config.condition.dropout == 0.1
     assert config.hflip and config.data.size == 256 and config.data.dataset.startswith("webdataset:")
@@ -113,8 +121,8 @@ def test_imagenet_dit_config_is_the_paper_model_built_without_downloads():
     s = config.sample
     assert (s.sampler, s.steps, s.guidance_scale) == ("ddpm", 250, 1.4)
     with torch.device("meta"):  # no memory, no weights: the VAE is not touched
-        model = module.create_model(config, in_channels=4, image_size=32, code_length=512,
-                                    vocab_size=config.condition.vocab_size)
+        model = create_model(config, in_channels=4, image_size=32, code_length=512,
+                             vocab_size=config.condition.vocab_size)
     assert model.code_embedder.table.shape == (512, 257, 1152) and model.out_channels == 8  # learned variance
     assert (model.config.depth, model.config.patch_size) == (28, 2)
     assert 820e6 < sum(p.numel() for p in model.parameters()) < 830e6  # DiT-XL/2 + the 151.6M code table

@@ -57,7 +57,7 @@ def test_fashion_mnist_counts_and_padding():
 
 
 def test_missing_debian_package_says_how_to_fix(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "FASHION_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(data.fashion, "FASHION_DIR", tmp_path / "nowhere")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         data.load("fashion-mnist")
 
@@ -109,7 +109,7 @@ def test_unknown_dataset():
 
 def test_webdataset_round_trip(tmp_path, emoji_train):
     subset = emoji_train.subset(range(25))
-    shards = data.write_shards(subset, tmp_path, max_count=10, progress=False)
+    shards = data.write_shards(subset, tmp_path, chunk=10, progress=False)
     assert len(shards) == 3
     read = list(data.load(f"webdataset:{tmp_path}/shard-{{000000..000002}}.tar"))
     assert [r["key"] for r in read] == [f"{i:08d}" for i in range(25)]
@@ -119,7 +119,7 @@ def test_webdataset_round_trip(tmp_path, emoji_train):
 
 
 def test_webdataset_ranks_and_workers_see_each_sample_once(tmp_path, emoji_train):
-    data.write_shards(emoji_train.subset(range(50)), tmp_path, max_count=7, progress=False)  # 8 shards
+    data.write_shards(emoji_train.subset(range(50)), tmp_path, chunk=7, progress=False)  # 8 shards
     pattern = f"webdataset:{tmp_path}/shard-{{000000..000007}}.tar"
     seen = []
     for rank in range(2):
@@ -130,10 +130,29 @@ def test_webdataset_ranks_and_workers_see_each_sample_once(tmp_path, emoji_train
     assert sorted(seen) == [f"{i:08d}" for i in range(50)]
 
 
-def test_webdataset_rank_without_shards_ends_instead_of_hanging(tmp_path, emoji_train):
-    data.write_shards(emoji_train.subset(range(5)), tmp_path, max_count=10, progress=False)  # 1 shard
-    ds = data.load(f"webdataset:{tmp_path}/shard-000000.tar", rank=1, world_size=2, repeat=True)
-    assert list(ds) == []
+def test_webdataset_rank_without_shards_ends_or_says_why_instead_of_hanging(tmp_path, emoji_train):
+    data.write_shards(emoji_train.subset(range(5)), tmp_path, chunk=10, progress=False)  # 1 shard
+    one_pass = data.load(f"webdataset:{tmp_path}/shard-000000.tar", rank=1, world_size=2)
+    assert list(one_pass) == []  # one pass: every sample seen once across ranks, this one has none
+    endless = data.load(f"webdataset:{tmp_path}/shard-000000.tar", rank=1, world_size=2, repeat=True)
+    with pytest.raises(DataError, match="every reader needs a shard"):
+        next(iter(endless))
+
+
+def test_shard_writer_resumes_and_refuses_other_settings(tmp_path, emoji_train):
+    subset = emoji_train.subset(range(12))
+    paths = data.write_shards(subset, tmp_path, chunk=5, progress=False, manifest={"data": "emoji"})
+    assert [p.name for p in paths] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    manifest = data.read_manifest(paths[0])
+    assert manifest["samples_per_shard"] == [5, 5, 2] and manifest["data"] == "emoji"
+    stamp = paths[0].stat().st_mtime_ns
+    paths[2].unlink()  # as if interrupted before the last shard
+    again = data.write_shards(subset, tmp_path, chunk=5, progress=False, manifest={"data": "emoji"})
+    assert again == paths and paths[2].exists() and paths[0].stat().st_mtime_ns == stamp
+    keys = [item["key"] for item in data.load(f"webdataset:{tmp_path}/shard-{{000000..000002}}.tar")]
+    assert keys == [f"{i:08d}" for i in range(12)]
+    with pytest.raises(DataError, match="other settings"):
+        data.write_shards(subset, tmp_path, chunk=4, progress=False, manifest={"data": "emoji"})
 
 
 def test_corrupt_sample_in_shard_is_skipped(tmp_path, emoji_train):
@@ -159,3 +178,16 @@ def test_float_conversions_round_trip(emoji_train):
 
 def test_top_level_import_prints_train_count():
     assert len(dlc.data.load("emoji", size=32)) == 3283
+
+
+def test_channels_work_for_every_dataset_and_fashion_is_an_alias(tmp_path, emoji_train):
+    grey = data.load("emoji", size=32, split="test", channels=1)
+    rgb = data.load("emoji", size=32, split="test")
+    assert grey.images.shape[1:] == (1, 32, 32)
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    assert torch.equal(grey.images, (rgb.images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8))
+    Image.fromarray(emoji_train.images[0].permute(1, 2, 0).numpy()).save(tmp_path / "a.png")
+    assert data.load(f"imagefolder:{tmp_path}", size=16, channels=1)[0]["image"].shape == (1, 16, 16)
+    fashion = data.load("fashion", size=28, split="test", channels=3)
+    assert fashion.name == "fashion-mnist" and fashion.images.shape[1:] == (3, 28, 28)
+    assert torch.equal(fashion.images[:, 0], fashion.images[:, 2])

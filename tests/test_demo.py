@@ -59,6 +59,12 @@ def test_models_trained_side_by_side_report_which_failed(tmp_path):
     from dlc.errors import DLCError
 
     demo = Demo(str(tmp_path / "d"), quick=True)
-    bad = [("prior", "prior", 1, "no_such.key=1"), ("text", "text", 1, "train.steps=0", "model.width=-1")]
+    from dlc.errors import ConfigError
+
+    bad = [("prior", "prior", 1, {"data.codes": str(tmp_path / "missing.npy")}), ("text", "text", 1, {"model.width": -1})]
     with pytest.raises(DLCError, match=r"training failed: prior \(exit code 2\), text \(exit code"):
         demo._train_side_by_side(bad)
+    # each child runs the config the demo built, saved beside the runs
+    assert (tmp_path / "d" / "configs" / "prior.yaml").is_file()
+    with pytest.raises(ConfigError, match="no_such"):  # a wrong key fails here, before any child starts
+        demo._train_side_by_side([("prior", "prior", 1, {"no_such.key": 1})])

@@ -2,9 +2,9 @@
 under ``python -m torch.distributed.run --nproc_per_node 2`` on CPU (accelerate over gloo), then
 resumed in one process with ``python train/<stage>.py``.
 
-The scripts run unchanged. To see what each rank holds (only rank 0 writes the run directory), the
-workers get tests/dist_observer on PYTHONPATH: its ``sitecustomize`` wraps ``dlc.training.fit`` and
-writes each rank's parameters, EMA, extra state and a digest of every batch it trained on.
+The scripts run unchanged. To see what each rank holds (only rank 0 writes the run directory),
+torchrun starts them through tests/observed_launch.py, which wraps ``dlc.training.fit`` to write each
+rank's parameters, EMA, extra state and a digest of every batch it trained on, then runs the script.
 """
 
 import json
@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from dlc.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
-OBSERVER = Path(__file__).parent / "dist_observer"
+LAUNCHER = Path(__file__).parent / "observed_launch.py"
 
 # Not marked slow: this is the scale-out proof CI must run (two launches per test, about 30 s each on 2 cores).
 
@@ -47,13 +47,12 @@ def free_port() -> int:
 def launch(script: str, args: list[str], nproc: int | None = None, observe: Path | None = None) -> str:
     """Run ``train/<script>`` as a user would: under torchrun with ``nproc`` processes, or plainly."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if observe is not None:
-        observe.mkdir(parents=True, exist_ok=True)
-        env["DLC_TEST_OBSERVE"] = str(observe)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OBSERVER), env.get("PYTHONPATH")]))
     runner = [sys.executable]
     if nproc is not None:
         runner += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+    if observe is not None:
+        observe.mkdir(parents=True, exist_ok=True)
+        runner += [str(LAUNCHER), str(observe)]
     result = subprocess.run([*runner, str(ROOT / "train" / script), "--config", "emoji", *args],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dlc.diffusion import get_objective, guided_output, sample
 from dlc.dit import DIT_MODELS, DiT, create_dit
+from dlc.dit.diffusion import get_objective, guided_output, sample
 from dlc.errors import CodeError
 
 L, V = 4, 8

@@ -58,7 +58,7 @@ def npy(data):
 
 
 def test_encode_writes_latents_and_consistent_flips(encoded):
-    from dlc.latents import VAESpace
+    from dlc.dit.latents import VAESpace
 
     root, args = encoded
     folder = load(f"imagefolder:{root / 'images'}", size=32)
@@ -100,7 +100,12 @@ def test_encode_writes_latents_and_consistent_flips(encoded):
 
 
 def test_shard_stream_pairs_flips_resumes_and_splits(encoded):
-    from dlc.dit_training import ShardLatents
+    from dlc.data.shards import ShardDataset
+    from dlc.dit.training import shard_decoder
+
+    def stream_of(**options):
+        return ShardDataset(pattern, 32, repeat=True, shuffle_buffer=3, seed=3, hflip=True,
+                            decode=shard_decoder(8, 16, 32), **options)
 
     root, _ = encoded
     samples = raw_samples(root / "flips")
@@ -108,7 +113,7 @@ def test_shard_stream_pairs_flips_resumes_and_splits(encoded):
               npy(s["code_flip.npy"]).astype(np.int64), npy(s["latent_flip.npy"]).astype(np.float32))
              for s in samples]
     pattern = f"{root}/flips/shard-{{000000..000002}}.tar"
-    stream = ShardLatents(pattern, 32, hflip=True, seed=3, shuffle_buffer=3, code_length=8, vocab_size=16)
+    stream = stream_of()
     items = [item for _, item in zip(range(3 * N), stream)]
     flips = []
     for item in items:
@@ -122,7 +127,7 @@ def test_shard_stream_pairs_flips_resumes_and_splits(encoded):
 
     # a resumed stream continues exactly: within the first epoch and past it
     for step, batch in [(3, 2), (7, 2)]:
-        resumed = ShardLatents(pattern, 32, hflip=True, seed=3, shuffle_buffer=3, code_length=8, vocab_size=16)
+        resumed = stream_of()
         resumed.set_start(step, batch)
         again = [item for _, item in zip(range(4), resumed)]
         for a, b in zip(again, items[step * batch:]):
@@ -131,19 +136,20 @@ def test_shard_stream_pairs_flips_resumes_and_splits(encoded):
     # ranks read disjoint shards that together cover the data
     keys = []
     for rank in range(2):
-        reader = ShardLatents(pattern, 32, rank=rank, world_size=2)
-        shards, (r, worker, _) = reader._reader()
-        keys += [s["__key__"] for s, _ in reader._epoch(shards, 0, r, worker)]
+        reader = stream_of(rank=rank, world_size=2)
+        shards, (r, worker, _) = reader.reader_shards()
+        keys += [s["__key__"] for s, _ in reader.epoch_samples(shards, 0, r, worker)]
     assert sorted(keys) == [f"{i:08d}" for i in range(N)]
     with pytest.raises(DataError, match="every reader needs a shard"):
-        ShardLatents(pattern, 32, rank=3, world_size=4)._reader()
+        stream_of(rank=3, world_size=4).reader_shards()
 
 
 def test_train_dit_on_latent_shards(encoded, tmp_path):
-    from dlc.commands.train import load_stage_config
     from dlc.config import load_config
-    from dlc.dit_training import DiTRunConfig, load_dit_run
-    from dlc.latents import VAESpace
+    from dlc.dit import DiTRunConfig, load_dit_run
+    from dlc.dit import training as dit_training
+    from dlc.dit.latents import VAESpace
+    from dlc.stages import STAGES
 
     root, _ = encoded
     # the paper's config (kind=shards, hflip, ddpm, sampler ddpm with guidance 1.4), tiny
@@ -152,9 +158,10 @@ def test_train_dit_on_latent_shards(encoded, tmp_path):
                  "data.shuffle_buffer=4", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=1",
                  "train.log_every=1", "train.num_workers=0", "sample.num=2", "sample.steps=2",
                  f"run_dir={tmp_path / 'run'}"]
-    module, config = load_stage_config("dit", "imagenet", overrides)
+    stage = STAGES["dit"]
+    config = stage.load_config("imagenet", overrides)
     assert config.condition.kind == "shards" and config.hflip and config.objective == "ddpm"
-    run = module.train(config)
+    run = stage.train(config)
     saved = load_config(DiTRunConfig, run.config_path)
     assert saved.latent == str(root / "vae") and saved.condition.kind == "shards"  # sampling decodes through it
     model, objective, space = load_dit_run(run.root)
@@ -165,15 +172,15 @@ def test_train_dit_on_latent_shards(encoded, tmp_path):
     assert len(run.read_metrics()) == 2 and (run.samples / "step-0000002.png").exists()
 
     # a resumed run reads on from its checkpoint's data position
-    _, config = load_stage_config("dit", "imagenet", [*overrides, "train.steps=3"])
-    module.train(config)
+    config = STAGES["dit"].load_config("imagenet", [*overrides, "train.steps=3"])
+    stage.train(config)
     assert len(run.read_metrics()) == 3
 
     # shards without flips or latents that would be decoded as pixels are refused clearly
     plain = [o.replace("/flips/", "/plain/") for o in overrides]
     with pytest.raises(ConfigError, match="hflip=true but the shards have no code_flip.npy"):
-        module.build(load_stage_config("dit", "imagenet", plain)[1])
+        dit_training.build(STAGES["dit"].load_config("imagenet", plain))
     with pytest.raises(ConfigError, match="set latent=<that VAE>"):
-        module.build(load_stage_config("dit", "imagenet", [*plain, "latent=pixel", "hflip=false"])[1])
+        dit_training.build(STAGES["dit"].load_config("imagenet", [*plain, "latent=pixel", "hflip=false"]))
     with pytest.raises(ConfigError, match="set data.size to the image size"):
-        module.build(load_stage_config("dit", "imagenet", [*plain, "data.size=64", "hflip=false"])[1])
+        dit_training.build(STAGES["dit"].load_config("imagenet", [*plain, "data.size=64", "hflip=false"]))

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dlc import encoder_training as et
-from dlc.codes import knn_accuracy, linear_probe, one_hot, usage_stats
-from dlc.config import load_config
 from dlc.data import to_float
 from dlc.encoder import DLCEncoder
+from dlc.encoder import training as et
 from dlc.errors import DataError
+from dlc.eval.codes import knn_accuracy, linear_probe, one_hot, usage_stats
+from dlc.stages import STAGES
 
 TINY = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, reg_tokens=2)
 
@@ -21,7 +21,7 @@ def tiny_encoder(**kwargs):
 
 
 def tiny_config(tmp_path, *overrides):
-    return load_config(et.CONFIG, "configs/emoji/encoder.yaml", [
+    return STAGES["encoder"].load_config("emoji", [
         f"run_dir={tmp_path / 'run'}", "model.backbone_kwargs.embed_dim=32", "model.backbone_kwargs.depth=1",
         "model.backbone_kwargs.num_heads=2", "model.code_length=8", "model.vocab_size=16",
         "ssl.prototypes=64", "ssl.head_hidden=32", "ssl.head_bottleneck=16", "crops.local_crops=2",

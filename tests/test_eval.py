@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlc import eval as E
 from dlc.cli import main
+from dlc.eval import fidelity as E
 from dlc.imageio import save_pngs
 
 

@@ -7,26 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlc.codes import save_codes
+from dlc.codes import resolve_codes, save_codes
+from dlc.codes.synthetic import markov_codes, markov_entropy_bits
 from dlc.config import load_config
 from dlc.errors import CodeError, ConfigError
-from dlc.prior import (
-    CONFIG,
-    CodePrior,
-    ShardCodes,
-    build,
-    code_statistics,
-    diffusion_nll,
-    elbo_weight,
-    heldout_bits,
-    load_prior,
-    markov_codes,
-    markov_entropy_bits,
-    mask_prob,
-    step_probs,
-    train,
-    unigram_bits,
-)
+from dlc.eval.codes import code_statistics
+from dlc.prior import CodePrior, load_prior
+from dlc.prior.model import elbo_weight, mask_prob
+from dlc.prior.sampling import step_probs
+from dlc.prior.training import PriorRunConfig as CONFIG
+from dlc.prior.training import build, diffusion_nll, heldout_bits, train, unigram_bits
 
 L, V = 8, 16
 
@@ -199,10 +189,23 @@ def test_codes_from_shards(tmp_path):
     with wds.TarWriter(str(tmp_path / "s-000000.tar")) as sink:
         for i, c in enumerate(codes):
             sink.write({"__key__": f"{i:08d}", "code.npy": c.numpy().astype(np.uint16)})
-    read = [item["code"] for _, item in zip(range(5), ShardCodes(str(tmp_path / "s-000000.tar"), L, V))]
-    assert torch.equal(torch.stack(read), codes)
+    spec = f"webdataset:{tmp_path / 's-000000.tar'}"
+    source = resolve_codes(spec, vocab_size=V)
+    assert (source.code_length, source.vocab_size) == (L, V)  # L read off the first sample
+    read = [item["code"] for _, item in zip(range(7), source.stream)]
+    assert torch.equal(torch.stack(read), torch.cat([codes, codes[:2]]))  # endless, in order
     with pytest.raises(CodeError, match=r"\[0, 4\)"):
-        next(iter(ShardCodes(str(tmp_path / "s-000000.tar"), L, 4)))
+        next(iter(resolve_codes(spec, vocab_size=4).stream))
+    with pytest.raises(ConfigError, match="vocab_size"):  # no encode.json to read V from
+        resolve_codes(spec)
+    save_codes(tmp_path / "held.npy", codes[:3])
+    config = load_config(CONFIG, overrides=[f"data.codes={spec}", f"model.vocab_size={V}",
+                                            f"data.eval_codes={tmp_path / 'held.npy'}"])
+    model, dataset, heldout, train_codes = build(config)
+    assert (model.config.code_length, model.config.vocab_size) == (L, V) and train_codes is None
+    assert torch.equal(heldout, codes[:3]) and dataset is not None
+    with pytest.raises(ConfigError, match="eval_codes"):
+        build(load_config(CONFIG, overrides=[f"data.codes={spec}", f"model.vocab_size={V}"]))
 
 
 def test_save_and_load(tmp_path):
@@ -301,10 +304,12 @@ def test_sampler_reproduces_a_known_joint(steps, eta):
 
 @pytest.mark.parametrize("preset", ["emoji", "fashion", "imagenet"])
 def test_presets_load(preset):
-    from dlc.commands.train import load_stage_config
+    from dlc.stages import STAGES
 
-    module, config = load_stage_config("prior", preset, [])
-    assert module.CONFIG is CONFIG and config.train.steps > 0
+    stage = STAGES["prior"]
+
+    config = stage.load_config(preset, [])
+    assert stage.config is CONFIG and config.train.steps > 0
     if preset == "imagenet":  # the paper's settings
         assert (config.model.size, config.model.code_length, config.model.vocab_size) == ("medium", 512, 256)
         assert (config.train.lr, config.train.batch_size, config.train.warmup_steps) == (3e-4, 512, 2500)

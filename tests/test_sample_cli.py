@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from dlc.cli import main
+from dlc.cli import sample as sample_cmd
 from dlc.codes import save_codes
-from dlc.commands import sample as sample_cmd
+from dlc.pipeline import DLCPipelineOutput
 from dlc.seeding import sample_seed
 
 L, V = 8, 16
@@ -19,19 +20,20 @@ class StubPipeline:
 
     calls: list = []
 
-    def __call__(self, codes=None, images=None, num_images=None, prompts=None, seed=0, start_index=0,
-                 output_type="pil", **kwargs):
+    def __call__(self, codes=None, image=None, num_images=None, prompt=None, generator=None, start_index=0,
+                 output_type="pil", return_dict=True, **kwargs):
+        seed = generator.initial_seed()
         StubPipeline.calls.append(dict(kwargs, seed=seed, start_index=start_index))
         if codes is None:
-            n = num_images or len(images or prompts)
+            n = num_images or len(image or prompt)
             codes = torch.stack([torch.full((L,), (start_index + i) % V) for i in range(n)])
         out = []
         for i, code in enumerate(codes):
             g = torch.Generator().manual_seed(sample_seed(seed, start_index + i))
-            image = torch.randint(0, 256, (3, 4, 4), generator=g, dtype=torch.uint8)
-            image[:, 0, 0] = int(code.sum())
-            out.append(image)
-        return out
+            picture = torch.randint(0, 256, (3, 4, 4), generator=g, dtype=torch.uint8)
+            picture[:, 0, 0] = int(code.sum())
+            out.append(picture)
+        return DLCPipelineOutput(images=out, codes=codes)
 
     class encoder:
         """Codes from the first row of the red channel; the CLI must resize images to input_size."""
@@ -73,6 +75,7 @@ def test_sample_from_codes_writes_pngs_grid_codes_settings_and_npz(stub, tmp_pat
     assert settings["seed"] == 3 and settings["guidance_scale"] == 2.0 and settings["num_inference_steps"] == 7
     assert settings["sampler"] == "ddim" and settings["num_images"] == 5 and settings["verb"] == "sample"
     assert stub.calls[0]["scheduler"] == "ddim" and stub.calls[0]["num_inference_steps"] == 7
+    assert stub.calls[0]["seed"] == 3  # --seed reaches the pipeline as its generator's seed
 
 
 def test_regenerating_one_sample_with_start_gives_the_same_image(stub, tmp_path):
@@ -148,14 +151,15 @@ def test_two_processes_split_the_indices_and_match_one_process(stub, tmp_path, m
 
 @pytest.fixture(scope="module")
 def tiny_dit_run(tmp_path_factory):
-    from dlc.commands.train import load_stage_config
+    from dlc.stages import STAGES
 
     run_dir = tmp_path_factory.mktemp("dit") / "run"
-    module, config = load_stage_config("dit", "emoji", [
+    stage = STAGES["dit"]
+    config = stage.load_config("emoji", [
         "condition.kind=random", f"condition.code_length={L}", f"condition.random_vocab={V}", "model.arch=DiT-N/8",
         "train.steps=1", "train.batch_size=4", "train.checkpoint_every=1", "train.sample_every=0",
         "sample.num=2", "sample.steps=2", f"run_dir={run_dir}"])
-    module.train(config)
+    stage.train(config)
     return run_dir
 
 

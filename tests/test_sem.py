@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlc.sem import SimplicialEmbedding
+from dlc.encoder.sem import SimplicialEmbedding
 
 
 @pytest.fixture

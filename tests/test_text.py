@@ -7,8 +7,9 @@ import torch
 import transformers  # a dependency: the Hugging Face path is tested, never skipped
 
 from dlc import text
+from dlc.codes.synthetic import caption_codes
 from dlc.config import load_config
-from dlc.holdout import HELDOUT_NAMES, heldout_emoji, synthetic_codes
+from dlc.data.holdout import HELDOUT_NAMES, heldout_emoji
 from dlc.text import (
     CaptionTokenizer,
     TextToCode,
@@ -18,6 +19,8 @@ from dlc.text import (
     load_text_model,
     mask_tokens,
 )
+from dlc.text import training as text_training
+from dlc.text.tokenizers import minilm_tokenizer_path
 
 LAYOUT = TokenLayout(code_length=4, code_vocab=8, code_offset=100, sep_id=108, mask_id=109, pad_id=0)
 CAPTIONS = ["red apple", "grinning face", "woman firefighter: dark skin tone", "ok hand"]
@@ -138,7 +141,7 @@ def test_heldout_emoji_are_fixed_and_their_parts_are_trained(emoji_train):
 
 
 def test_synthetic_codes_spell_the_label(emoji_train):
-    codes = synthetic_codes(emoji_train, code_length=16, vocab_size=64)
+    codes = caption_codes(0, code_length=16, vocab_size=64, dataset=emoji_train)
     labels = emoji_train.labels
     same = (labels == labels[0]).nonzero()[:, 0]
     assert codes.shape == (len(emoji_train), 16) and codes.max() < 64
@@ -147,33 +150,33 @@ def test_synthetic_codes_spell_the_label(emoji_train):
 
 
 def tiny_config(run_dir, *extra):
-    return load_config(text.CONFIG, None, [
+    return load_config(text_training.TextRunConfig, None, [
         f"run_dir={run_dir}", "codes.source=synthetic", "codes.code_length=8", "codes.synthetic_vocab=16",
         "model.width=32", "model.depth=1", "model.heads=2", "model.tokenizer=bytes", "train.batch_size=8",
         "train.log_every=1", "train.checkpoint_every=2", "sample.num_per_prompt=1", "sample.steps=2", *extra])
 
 
 def test_training_excludes_heldout_and_resume_equals_uninterrupted(tmp_path):
-    whole = text.train(tiny_config(tmp_path / "whole", "train.steps=4"))
-    text.train(tiny_config(tmp_path / "split", "train.steps=2"))
-    split = text.train(tiny_config(tmp_path / "split", "train.steps=4"))
+    whole = text_training.train(tiny_config(tmp_path / "whole", "train.steps=4"))
+    text_training.train(tiny_config(tmp_path / "split", "train.steps=2"))
+    split = text_training.train(tiny_config(tmp_path / "split", "train.steps=4"))
     a, b = load_text_model(whole.root), load_text_model(split.root)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
     assert [r["loss"] for r in whole.read_metrics()] == [r["loss"] for r in split.read_metrics()]
-    pairs, *_ = text.training_pairs(tiny_config(tmp_path / "x"))
+    pairs, *_ = text_training.training_pairs(tiny_config(tmp_path / "x"))
     kept = {pairs.dataset.captions[i] for i in pairs.indices}
     assert not kept & HELDOUT_NAMES and len(kept) > 3000
 
 
 def test_huggingface_lm_path_adds_tokens_trains_saves_reloads_generates(tmp_path):
     base = tmp_path / "tiny-bert"
-    tok = transformers.AutoTokenizer.from_pretrained(text.minilm_tokenizer_path())
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_tokenizer_path())
     config = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=64, max_position_embeddings=64)
     transformers.BertForMaskedLM(config).save_pretrained(base)
     tok.save_pretrained(base)
-    run = text.train(tiny_config(tmp_path / "hf", "train.steps=3", "model.kind=hf", f"model.pretrained={base}",
+    run = text_training.train(tiny_config(tmp_path / "hf", "train.steps=3", "model.kind=hf", f"model.pretrained={base}",
                                  "model.model_class=AutoModelForMaskedLM", "model.max_text_length=16"))
     assert len(run.read_metrics()) == 3 and all(math.isfinite(r["loss"]) for r in run.read_metrics())
     model = load_text_model(run.root)
@@ -188,7 +191,7 @@ def test_huggingface_lm_path_adds_tokens_trains_saves_reloads_generates(tmp_path
 
 def test_huggingface_lora_trains_new_embeddings(tmp_path):
     base = tmp_path / "tiny-bert"
-    tok = transformers.AutoTokenizer.from_pretrained(text.minilm_tokenizer_path())
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_tokenizer_path())
     config = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=64, max_position_embeddings=64)
     transformers.BertForMaskedLM(config).save_pretrained(base)
@@ -207,7 +210,7 @@ def test_training_with_codes_from_a_frozen_encoder(tmp_path):
     encoder = DLCEncoder(backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2),
                          code_length=6, vocab_size=10)
     encoder.save_pretrained(tmp_path / "encoder")
-    run = text.train(tiny_config(tmp_path / "run", "train.steps=2", "codes.source=encoder",
+    run = text_training.train(tiny_config(tmp_path / "run", "train.steps=2", "codes.source=encoder",
                                  f"codes.encoder={tmp_path / 'encoder'}"))
     model = load_text_model(run.root)
     assert (model.config.code_length, model.config.vocab_size) == (6, 10)

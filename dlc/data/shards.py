@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import DataError
+from ..errors import DataError, DLCError
 from .folder import SkipCounter
 from .images import collate, decode_image, encode_png
 
@@ -196,6 +196,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
                     continue
                 try:
                     item = self.convert(raw, flip)
+                except DLCError:  # wrong data (a code out of range), not a damaged file: say so
+                    raise
                 except (OSError, ValueError, KeyError) as e:
                     self.skips(f"{raw.get('__url__')}:{raw.get('__key__')}", e)
                     continue
