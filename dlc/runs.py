@@ -130,16 +130,25 @@ class RunDir:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain numbers, so that ``state.pt`` loads with
+    ``torch.load(weights_only=True)`` (no pickled objects: a shared checkpoint cannot run code)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64),
+                        "gauss": python_gauss}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    n, p = state["numpy"], state["python"]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -149,7 +158,8 @@ def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, ema: torch.n
     """Write checkpoint ``step`` atomically; keep the newest ``keep`` (0 keeps all).
 
     ``state`` holds everything else to restore (optimizer, scheduler, data position, ...): it is
-    saved with ``torch.save`` together with the RNG states.
+    saved with ``torch.save`` together with the RNG states, as tensors and plain values only, and is
+    read back with ``weights_only=True``.
     """
     final = run.checkpoints / str(step)
     tmp = run.checkpoints / f".tmp-{step}"
@@ -187,9 +197,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | N
     if ema is not None:
         ema.load_state_dict(_read_tensors(path / "ema.safetensors"))
     try:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for a damaged pickle/zip
-        raise CheckpointError(f"checkpoint file {path / 'state.pt'} is corrupt or truncated: {e}") from e
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged pickle/zip or a forbidden object
+        raise CheckpointError(f"checkpoint file {path / 'state.pt'} is corrupt, truncated or holds objects "
+                              f"other than tensors and plain values (refused: loading them could run code): {e}") from e
     if restore_rng:
         set_rng_state(state["rng"])
     return state

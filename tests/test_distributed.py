@@ -27,7 +27,7 @@ def test_two_processes_split_data_and_stay_in_sync(tmp_path):
     for step in range(4):
         assert len(seen[0][step]) == len(seen[1][step]) == 4  # global batch 8 split in two
         assert not set(seen[0][step]) & set(seen[1][step])  # each rank sees different samples
-    params = [torch.load(tmp_path / f"params-{r}.pt") for r in range(2)]
+    params = [torch.load(tmp_path / f"params-{r}.pt", weights_only=True) for r in range(2)]
     for name in params[0]:
         assert torch.equal(params[0][name], params[1][name]), name  # synchronised despite different inits
     assert RunDir(tmp_path / "run").checkpoint_steps() == [2, 4]

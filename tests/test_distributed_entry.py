@@ -124,7 +124,7 @@ def test_encoder_entry_script_two_processes_then_resume_in_one(tmp_path, emoji_t
     saved = check_two_process_run(run, seen, steps=2)
     # the DINO centre is all-reduced: the same on both ranks (checked above) and in the checkpoint
     extra = load_file(seen / "extra-0.safetensors")
-    state = torch.load(run.latest_checkpoint() / "state.pt", weights_only=False)
+    state = torch.load(run.latest_checkpoint() / "state.pt", weights_only=True)
     assert torch.equal(state["extra"]["center"]["center"], extra["center.center"])
     # the exported model is the EMA teacher's encoder
     ema = load_file(seen / "ema-0.safetensors")

@@ -150,8 +150,8 @@ def test_ibot_option_trains_and_resume_matches_uninterrupted(tmp_path, monkeypat
     for name in ("model.safetensors", "ema.safetensors"):
         a, b = load_file(full.checkpoints / "4" / name), load_file(resumed.checkpoints / "4" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    state_a = torch.load(full.checkpoints / "4" / "state.pt", weights_only=False)
-    state_b = torch.load(resumed.checkpoints / "4" / "state.pt", weights_only=False)
+    state_a = torch.load(full.checkpoints / "4" / "state.pt", weights_only=True)
+    state_b = torch.load(resumed.checkpoints / "4" / "state.pt", weights_only=True)
     assert torch.equal(state_a["extra"]["center"]["center"], state_b["extra"]["center"]["center"])
     assert state_a["extra"]["center"]["center"].abs().sum() > 0
 

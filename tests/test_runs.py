@@ -90,7 +90,7 @@ def test_weight_decay_schedule_reaches_the_optimizer(tmp_path):
     assert weight_decay_at(7, TrainConfig(weight_decay=0.1)) == 0.1
     run = RunDir(tmp_path / "run")
     train_tiny(run, 10, weight_decay=0.04, weight_decay_end=0.4)
-    groups = torch.load(run.checkpoints / "10" / "state.pt", weights_only=False)["optimizer"]["param_groups"]
+    groups = torch.load(run.checkpoints / "10" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
     assert groups[0]["weight_decay"] == pytest.approx(weight_decay_at(9, cfg)) and groups[1]["weight_decay"] == 0
 
 
@@ -113,6 +113,43 @@ def test_truncated_checkpoint_is_a_clear_error(run_dir):
     (path / "state.pt").unlink()
     with pytest.raises(CheckpointError, match="state.pt is missing"):
         load_checkpoint(path, TinyNet())
+
+
+class Planted:
+    """A pickle that writes a marker file when it is unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_without_running(run_dir, tmp_path):
+    path = save_checkpoint(run_dir.create(), 3, TinyNet(), None, {"optimizer": {}})
+    state = torch.load(path / "state.pt", weights_only=True)  # what the library writes loads safely
+    assert state["step"] == 3 and isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
+    marker = tmp_path / "ran"
+    torch.save({**state, "extra": Planted(marker)}, path / "state.pt")
+    with pytest.raises(CheckpointError, match="could run code"):
+        load_checkpoint(path, TinyNet())
+    assert not marker.exists()
+
+
+def test_rng_state_round_trips_every_generator():
+    import random
+
+    import numpy as np
+
+    from dlc.runs import rng_state, set_rng_state
+
+    seed_everything(5)
+    saved = rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    seed_everything(6)
+    set_rng_state(saved)
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
 
 
 def test_partial_checkpoint_folder_is_ignored(run_dir):
