@@ -116,9 +116,7 @@ class DLCPipeline(DiffusionPipeline):
     def from_pretrained(cls, path, torch_dtype: torch.dtype | None = None, **kwargs) -> DLCPipeline:
         """A saved pipeline (a folder or a hub repo id), a project root or a DiT run directory (see
         the module docstring), its weights in ``torch_dtype`` (default float32)."""
-        root = Path(path)
-        if not root.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
-            root = local_folder(path)  # a hub repo id
+        root = Path(path) if Path(path).exists() else local_folder(path)  # else a hub repo id
         if (root / "model_index.json").is_file():
             text = root / "text_model"
             if "text_model" not in kwargs and _is_hf_text_model(text):
@@ -130,11 +128,9 @@ class DLCPipeline(DiffusionPipeline):
             parts = {name: root / sub for name, sub in (("encoder", "encoder"), ("prior", "prior"), ("text_model", "text"))
                      if model_folder(root / sub) != root / sub}
             pipe = cls.from_runs(root / "dit", **parts, **kwargs)
-        elif is_run(root):
+            return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
+        if is_run(root):
             pipe = cls.from_runs(root, **kwargs)
-        else:
-            pipe = None
-        if pipe is not None:
             return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
         if root.exists() and not root.is_dir():
             raise CheckpointError(f"{root} is a file; a DLC pipeline is a folder")
@@ -225,18 +221,20 @@ class DLCPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        image, prompt = _listed(image, prompt)
         total = self._count(codes, image, prompt, compose, num_images, num_images_per_prompt)
         seed, indices = sample_keys(generator, start_index, total)
         codes = self.make_codes(codes, image, prompt, compose, total, seed=code_seed(seed), indices=indices,
                                 num_images_per_prompt=num_images_per_prompt, prior_sampling=prior_sampling,
                                 text_sampling=text_sampling, composition=composition)
-        sampler = self.scheduler if scheduler is None else self._objective.make_scheduler(scheduler)
+        objective = get_objective(self.config.objective)
+        sampler = self.scheduler if scheduler is None else objective.make_scheduler(scheduler)
         starts = range(0, total, batch_size)
         pixels = []
         with self.progress_bar(total=len(starts) * num_inference_steps) as bar:
             for start in starts:
                 stop = min(total, start + batch_size)
-                latents = sample(self.dit, self._objective, codes[start:stop].to(self.device) if codes is not None else None,
+                latents = sample(self.dit, objective, codes[start:stop].to(self.device) if codes is not None else None,
                                  num=stop - start, seed=seed_slice(seed, start, stop), indices=indices[start:stop],
                                  steps=num_inference_steps, sampler=sampler, guidance_scale=guidance_scale,
                                  guidance_channels=guidance_channels, guidance_interval=guidance_interval,
@@ -245,12 +243,8 @@ class DLCPipeline(DiffusionPipeline):
         images = _convert(torch.cat(pixels), output_type)
         return DLCPipelineOutput(images=images, codes=codes) if return_dict else (images, codes)
 
-    @property
-    def _objective(self):
-        return get_objective(self.config.objective)
-
     def _count(self, codes, image, prompt, compose, num_images, per_prompt: int) -> int:
-        """How many images a call makes, from its one code source."""
+        """How many images a call makes, from its one code source (``image`` and ``prompt`` as lists)."""
         given = [name for name, value in (("codes", codes), ("image", image), ("prompt", prompt),
                                           ("compose", compose)) if value is not None]
         if len(given) > 1:
@@ -259,10 +253,9 @@ class DLCPipeline(DiffusionPipeline):
             codes = torch.as_tensor(codes)
             return 1 if codes.ndim == (2 if codes.is_floating_point() else 1) else len(codes)
         if image is not None:
-            return 1 if isinstance(image, Image.Image) or (isinstance(image, torch.Tensor) and image.ndim == 3) \
-                else len(image)
+            return 1 if isinstance(image, torch.Tensor) and image.ndim == 3 else len(image)
         if prompt is not None:
-            return (1 if isinstance(prompt, str) else len(prompt)) * per_prompt
+            return len(prompt) * per_prompt
         total = num_images or (8 if compose is not None else None)
         if not total or total < 1:
             raise DLCError("nothing to generate: give codes, image, prompt, compose sources or num_images >= 1")
@@ -275,16 +268,15 @@ class DLCPipeline(DiffusionPipeline):
         """The codes of a call's ``num_images`` samples (None for an unconditional DiT); drawn codes
         depend only on (seed, indices[i])."""
         indices = list(range(num_images)) if indices is None else list(indices)
+        image, prompt = _listed(image, prompt)
         if codes is not None:
             return self._checked(torch.as_tensor(codes))
         if image is not None:
-            images = [image] if isinstance(image, Image.Image) else image
-            return self._part("encoder", "images").encode(self.encoder_input(images)).cpu()
+            return self._part("encoder", "images").encode(self.encoder_input(image)).cpu()
         if prompt is not None:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             t = text_sampling or TextSampling()
             return self._part("text_model", "prompts").generate(
-                prompts, num_per_prompt=num_images_per_prompt, seed=seed, steps=t.steps, temperature=t.temperature,
+                list(prompt), num_per_prompt=num_images_per_prompt, seed=seed, steps=t.steps, temperature=t.temperature,
                 remasking=t.remasking, guidance_scale=t.guidance_scale, indices=indices).cpu()
         if compose is not None:
             return self._composed(compose, seed, indices, composition or Composition())
@@ -349,6 +341,11 @@ class DLCPipeline(DiffusionPipeline):
         codes = codes.unsqueeze(0) if codes.ndim == (2 if codes.is_floating_point() else 1) else codes
         table.check(codes, len(codes))
         return codes.cpu()
+
+
+def _listed(image, prompt):
+    """A single PIL image or prompt as a list of one (tensors and lists stay as they are)."""
+    return ([image] if isinstance(image, Image.Image) else image), ([prompt] if isinstance(prompt, str) else prompt)
 
 
 def _convert(images: torch.Tensor, output_type: str):

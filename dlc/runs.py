@@ -46,7 +46,11 @@ def local_folder(name_or_path: str | Path) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(name_or_path)))
+    try:
+        return Path(snapshot_download(str(name_or_path)))
+    except Exception as e:  # a bad repo id, no network, no access: huggingface_hub raises several types
+        raise CheckpointError(f"{name_or_path} is neither a local folder nor a Hugging Face hub repo that could "
+                              f"be downloaded ({type(e).__name__}: {e})") from e
 
 
 def is_run(path: str | Path) -> bool:

@@ -37,7 +37,7 @@ class Stage:
     def preset_names(self) -> list[str]:
         """The shipped presets of this stage, as ``preset`` or ``preset/file`` names."""
         names = []
-        for preset in sorted(p for p in presets().iterdir() if p.is_dir()):
+        for preset in sorted((p for p in presets().iterdir() if p.is_dir()), key=lambda p: p.name):
             names += [f"{preset.name}/{f.name}" for f in sorted(preset.iterdir(), key=lambda f: f.name)
                       if f.name.startswith(self.name) and f.name.endswith(".yaml")]
         return names
@@ -47,17 +47,13 @@ class Stage:
         preset whose name starts with the stage, e.g. imagenet/dit_xl2_dlc512.yaml)."""
         if Path(name).is_file():
             return Path(name)
-        folder = presets() / name.split("/")[0]
-        if folder.is_dir():
-            if "/" in name:
-                chosen = [presets() / name]
-            else:
-                chosen = [folder / f"{self.name}.yaml"]
-                if not chosen[0].is_file():
-                    chosen = [f for f in folder.iterdir() if f.name.startswith(self.name) and f.name.endswith(".yaml")]
-            if len(chosen) == 1 and chosen[0].is_file():
-                return chosen[0]
-        raise ConfigError(f"no config {name!r} for stage {self.name}: give a YAML path or one of {self.preset_names()}")
+        names = self.preset_names()
+        exact = [n for n in (name, f"{name}/{self.name}.yaml") if n in names]
+        in_preset = [n for n in names if n.split("/")[0] == name]
+        chosen = exact or (in_preset if len(in_preset) == 1 else [])
+        if chosen:
+            return presets() / chosen[0]
+        raise ConfigError(f"no config {name!r} for stage {self.name}: give a YAML path or one of {names}")
 
     def load_config(self, name: str = "emoji", overrides: Sequence[str] = ()):
         """The resolved config of preset or file ``name`` with ``key=value`` overrides."""

@@ -216,6 +216,8 @@ def test_bad_requests_are_clear_errors(pipe, tmp_path):
         pipe(compose=[torch.zeros(L, dtype=torch.long)])
     with pytest.raises(CheckpointError, match="model_index.json"):
         DLCPipeline.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="neither a local folder nor a Hugging Face hub repo"):
+        DLCPipeline.from_pretrained(tmp_path / "missing")
     mismatched = tiny_parts(code_length=L // 2)
     with pytest.raises(DLCError, match="different encoders"):
         DLCPipeline(**mismatched)

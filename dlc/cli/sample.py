@@ -17,7 +17,6 @@ size or the number of processes (``--start I --num 1`` redraws just that one).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -109,22 +108,12 @@ def generation_kwargs(args) -> dict:
     return kwargs
 
 
-def _accepts(fn, name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def generate(pipe, indices: list[int], codes: torch.Tensor | None = None, **inputs) -> torch.Tensor:
     """uint8 (N, C, H, W) images for global sample ``indices`` (consecutive), from ``codes`` (rows
     matching ``indices``) or the pipeline's other inputs (prior, prompts, images)."""
     if not indices:
         return torch.zeros(0, dtype=torch.uint8)
-    if indices[0] and not _accepts(pipe.__call__, "start_index"):
-        raise DLCError("this pipeline cannot start at a sample index other than 0 (no start_index argument)")
-    if indices[0]:
-        inputs["start_index"] = indices[0]
-    images = pipe(codes=codes, output_type="uint8", **inputs) if codes is not None else pipe(output_type="uint8", **inputs)
-    images = images.images if hasattr(images, "images") else images
+    images = pipe(codes=codes, start_index=indices[0], output_type="uint8", **inputs).images
     return torch.stack(list(images)).cpu() if not isinstance(images, torch.Tensor) else images.cpu()
 
 

@@ -112,18 +112,27 @@ def _encoder_codes(spec: str, vocab_size: int | None) -> CodeSource:
     return CodeSource(spec, L, V, encoder=encoder)
 
 
-def _shard_codes(spec: str, code_length: int | None, vocab_size: int | None) -> CodeSource:
+def shard_codes_shape(pattern: str, code_length: int | None = None, vocab_size: int | None = None):
+    """(L, V, first raw sample) of webdataset shards with ``code.npy``: L from the first sample
+    (or the given one), V given or read from the shards' ``encode.json``."""
     from ..data.shards import ShardDataset, read_manifest
 
-    pattern = spec.split(":", 1)[1]
     probe = ShardDataset(pattern)
     first = probe.first_samples(1)
     if not first or "code.npy" not in first[0]:
-        raise CodeError(f"{spec} holds no samples with code.npy: write the shards with `dlc encode --shards`")
-    manifest = read_manifest(probe.urls[0]) or {}
+        raise CodeError(f"webdataset:{pattern} holds no samples with code.npy: write the shards with "
+                        "`dlc encode --shards`")
     L = code_length or code_decoder(None, None)(first[0])["code"].shape[0]
-    V = vocab_size or manifest.get("vocab_size")
+    V = vocab_size or (read_manifest(probe.urls[0]) or {}).get("vocab_size")
     if V is None:
-        raise ConfigError(f"{spec}: give the encoder's V (vocab_size); the shards have no encode.json to read it from")
-    stream = ShardDataset(pattern, repeat=True, decode=code_decoder(L, V))
-    return CodeSource(spec, L, V, stream=stream)
+        raise ConfigError(f"webdataset:{pattern}: give the encoder's V (vocab_size); the shards have no encode.json "
+                          "to read it from")
+    return L, V, first[0]
+
+
+def _shard_codes(spec: str, code_length: int | None, vocab_size: int | None) -> CodeSource:
+    from ..data.shards import ShardDataset
+
+    pattern = spec.split(":", 1)[1]
+    L, V, _ = shard_codes_shape(pattern, code_length, vocab_size)
+    return CodeSource(spec, L, V, stream=ShardDataset(pattern, repeat=True, decode=code_decoder(L, V)))

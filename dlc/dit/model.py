@@ -232,8 +232,7 @@ class DiT(ModelMixin, ConfigMixin):
         return self.unpatchify(self.final_layer(h, c))  # (B, C_out, H, W)
 
 
-# saved pipelines record where to import the class from (model_index.json): the public path, also
-# that of pipelines saved before the package was split
+# model_index.json records this import path: the public one (diffusers would read dlc.dit.model as its own `dit`)
 DiT.__module__ = "dlc.dit"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..codes import code_decoder, resolve_codes
+from ..codes.sources import shard_codes_shape
 from ..data import to_float, to_uint8
 from ..data.images import decode_image
 from ..data.shards import IMAGE_KEYS, ShardDataset, describe_source, npy_entry, read_manifest
@@ -69,8 +70,7 @@ def shard_data(config: DiTRunConfig) -> tuple[ShardDataset, dict]:
         raise ConfigError("condition.kind=shards reads webdataset shards: set data.dataset=webdataset:PATTERN "
                           "(written by `dlc encode --shards DIR [--latents VAE] [--hflip]`)")
     pattern = data.dataset.split(":", 1)[1]
-    source = resolve_codes(data.dataset, vocab_size=cond.vocab_size)
-    first = ShardDataset(pattern).first_samples(1)[0]
+    code_length, vocab_size, first = shard_codes_shape(pattern, vocab_size=cond.vocab_size)
     has_latent = "latent.npy" in first
     if config.hflip:
         missing = [n for n in ("code_flip.npy", "latent_flip.npy" if has_latent else None) if n and n not in first]
@@ -78,11 +78,11 @@ def shard_data(config: DiTRunConfig) -> tuple[ShardDataset, dict]:
             raise ConfigError(f"hflip=true but the shards have no {' or '.join(missing)}: re-encode them with "
                               "`dlc encode --shards ... --hflip` (a flipped image needs the code of the flipped "
                               "image), or set hflip=false")
-    decode = shard_decoder(source.code_length, source.vocab_size, data.size)
+    decode = shard_decoder(code_length, vocab_size, data.size)
     dataset = ShardDataset(pattern, data.size, repeat=True, shuffle_buffer=max(1, data.shuffle_buffer),
                            seed=config.train.seed, hflip=config.hflip, decode=decode)
     item = decode(first)
-    info = {"code_length": source.code_length, "vocab_size": source.vocab_size,
+    info = {"code_length": code_length, "vocab_size": vocab_size,
             "manifest": read_manifest(dataset.urls[0]) or {},
             "latent_shape": tuple(item["latent"].shape) if has_latent else None,
             "image_shape": None if has_latent else tuple(item["image"].shape)}

@@ -146,6 +146,5 @@ class DLCEncoder(ModelMixin, ConfigMixin):
         return self.vit.norm(tokens[:, 0])
 
 
-# saved pipelines record where to import the class from (model_index.json): the public path, also
-# that of pipelines saved before the package was split
+# model_index.json records this import path: the public one, as before the package was split
 DLCEncoder.__module__ = "dlc.encoder"

@@ -81,8 +81,7 @@ class CodePrior(ModelMixin, ConfigMixin):
         return sample_codes(self, num, seed=seed, **options)
 
 
-# saved pipelines record where to import the class from (model_index.json): the public path, also
-# that of pipelines saved before the package was split
+# model_index.json records this import path: the public one, as before the package was split
 CodePrior.__module__ = "dlc.prior"
 
 

@@ -222,6 +222,5 @@ class TextToCode(ModelMixin, ConfigMixin, CodeGenerationMixin):
         return model
 
 
-# saved pipelines record where to import the class from (model_index.json): the public path, also
-# that of pipelines saved before the package was split
+# model_index.json records this import path: the public one, as before the package was split
 TextToCode.__module__ = "dlc.text"
