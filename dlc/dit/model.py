@@ -37,8 +37,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding, (grid*grid, dim)."""
+def sincos_pos_embed(dim: int, grid: int, column_first: bool = False) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding, (grid*grid, dim), patches in row-major order: the
+    first half of the channels encodes the patch's row, the second its column (``column_first``:
+    the other way round, as DiT's and MAE's reference code)."""
     coords = torch.arange(grid, dtype=torch.float32)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
@@ -47,7 +49,8 @@ def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
         out = pos.reshape(-1, 1) * omega[None]
         return torch.cat([out.sin(), out.cos()], dim=1)
 
-    return torch.cat([embed(yy), embed(xx)], dim=1)
+    first, second = (xx, yy) if column_first else (yy, xx)
+    return torch.cat([embed(first), embed(second)], dim=1)
 
 
 def rotary_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,19 +186,22 @@ class DiT(ModelMixin, ConfigMixin):
 
     ``code_length`` L and ``vocab_size`` V size the code table; L = 0 makes an unconditional model.
     ``learn_sigma`` doubles the output channels (epsilon and the variance interpolation, as DiT).
+    ``pos_embed_column_first``: the position embedding's channel order of DiT's reference code (see
+    ``sincos_pos_embed``), for weights trained there (``dlc convert dit``).
     """
 
     @register_to_config
     def __init__(self, image_size: int = 32, in_channels: int = 3, patch_size: int = 4, hidden_size: int = 256,
                  depth: int = 6, num_heads: int = 4, mlp_ratio: float = 4.0, code_length: int = 32,
-                 vocab_size: int = 64, learn_sigma: bool = False):
+                 vocab_size: int = 64, learn_sigma: bool = False, pos_embed_column_first: bool = False):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
         self.out_channels = in_channels * (2 if learn_sigma else 1)
         self.grid = image_size // patch_size
         self.patch_embed = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
-        self.register_buffer("pos_embed", sincos_pos_embed(hidden_size, self.grid)[None], persistent=False)
+        self.register_buffer("pos_embed", sincos_pos_embed(hidden_size, self.grid, pos_embed_column_first)[None],
+                             persistent=False)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.code_embedder = CodeEmbedder(code_length, vocab_size, hidden_size) if code_length else None
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))

@@ -1,0 +1,47 @@
+"""``dlc convert PART``: the authors' released DLC checkpoints -> one DLCPipeline folder
+(``dlc.convert`` does the work; ``convert dit`` creates the folder, the other parts add to it)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "convert", help="convert the authors' released DLC models into a DLCPipeline folder",
+        description="Turn the checkpoints of lavoiems/DiscreteLatentCode (the DLC512 models on the hub: "
+        "lavoies/DLC_DiT_L512, lavoies/SEM_dinov2_L512, lavoies/DLC_SEDD_L512, lavoies/DLC_LLADA_L512) into "
+        "one folder that DLCPipeline.from_pretrained, dlc sample, dlc compose and dlc text2img load. Convert "
+        "the DiT first (it creates OUT); every other part is added to OUT and must make the DiT's codes "
+        "(same L and V). Every size is read from the checkpoint, and every key and shape is checked.",
+    )
+    parts = parser.add_subparsers(dest="part", metavar="PART")
+    parts.required = True
+
+    dit = parts.add_parser(
+        "dit", help="the DiTSEM image model (creates OUT)",
+        description="Convert a DiTSEM checkpoint: a fast-DiT training .pt (model/ema), a safetensors/bin "
+        "state dict (prefixes module., _orig_mod., model. are removed) or a downloaded pipeline folder "
+        "(transformer/, vae/). Writes OUT with the DiT, a DDPM scheduler and the VAE. Example: dlc convert "
+        "dit DLC_DiT_L512 dlc512 --vae sd-vae-ft-ema",
+    )
+    dit.add_argument("source", help="checkpoint file or folder")
+    dit.add_argument("out", help="the pipeline folder to write")
+    dit.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder or hub name (default: SOURCE/vae; "
+                     "the authors used stabilityai/sd-vae-ft-ema)")
+    dit.add_argument("--weights", default="ema", choices=["ema", "model"],
+                     help="which weights of a training checkpoint (default: %(default)s)")
+    dit.add_argument("--num-heads", type=int, default=None,
+                     help="attention heads (default: DiT's for the width: 16 for XL)")
+    dit.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm"],
+                     help="the pipeline's default sampler (default: %(default)s, the paper's, with the learned variance)")
+    dit.set_defaults(func=run_dit)
+
+
+def run_dit(args) -> int:
+    from ..convert import dit_pipeline
+
+    pipe = dit_pipeline(args.source, args.out, vae=args.vae, weights=args.weights, num_heads=args.num_heads,
+                        sampler=args.sampler)
+    c = pipe.dit.config
+    print(f"DiT: depth {c.depth}, width {c.hidden_size}, {c.image_size}x{c.image_size}x{c.in_channels} latents, "
+          f"codes L={c.code_length} V={c.vocab_size} -> {args.out}")
+    return 0
