@@ -1,6 +1,6 @@
 """The library's error types: each says what was wrong and what is expected.
 
-The command line prints these as one clear line (no traceback) and exits with status 2.
+The command line prints these as one clear line (no traceback) and exits with status 1.
 """
 
 

@@ -43,13 +43,13 @@ def test_data_list_reports_status(capsys):
 
 
 def test_data_errors_are_one_clear_line(tmp_path, capsys):
-    assert main(["data", "preview", f"imagefolder:{tmp_path}", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["data", "preview", f"imagefolder:{tmp_path}", "--out", str(tmp_path / "x.png")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dlc data: error:") and "has no images" in err and "Traceback" not in err
 
 
 def test_train_unknown_preset_lists_presets(capsys):
-    assert main(["train", "dit", "--config", "no-such-preset"]) == 2
+    assert main(["train", "dit", "--config", "no-such-preset"]) == 1
     assert "no config 'no-such-preset'" in capsys.readouterr().err
 
 

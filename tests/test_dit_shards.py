@@ -95,8 +95,8 @@ def test_encode_writes_latents_and_consistent_flips(encoded):
     assert (root / "flips" / "shard-000000.tar").stat().st_mtime_ns == stamp
     assert len((root / "flips" / "shard-000001.tar").read_bytes()) == len(before)
     # other settings into the same folder are refused rather than mixed
-    assert main([*args, "--shards", str(root / "flips")]) == 2
-    assert main(["encode", "--run", str(root / "enc"), "--out", str(root / "x.npy"), "--hflip"]) == 2
+    assert main([*args, "--shards", str(root / "flips")]) == 1
+    assert main(["encode", "--run", str(root / "enc"), "--out", str(root / "x.npy"), "--hflip"]) == 1
 
 
 def test_shard_stream_pairs_flips_resumes_and_splits(encoded):

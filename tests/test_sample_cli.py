@@ -124,10 +124,10 @@ def test_text2img_numbers_samples_per_prompt(stub, tmp_path):
 
 def test_bad_requests_are_one_line_errors(stub, tmp_path, capsys):
     save_codes(tmp_path / "codes.npy", torch.zeros(3, L, dtype=torch.long))
-    assert main(["sample", "model", "--codes", str(tmp_path / "codes.npy"), "--start", "2", "-n", "5"]) == 2
-    assert main(["compose", "model", "--codes", str(tmp_path / "codes.npy")]) == 2
+    assert main(["sample", "model", "--codes", str(tmp_path / "codes.npy"), "--start", "2", "-n", "5"]) == 1
+    assert main(["compose", "model", "--codes", str(tmp_path / "codes.npy")]) == 1
     assert main(["compose", "model", "--codes", str(tmp_path / "codes.npy"), "--rows", "0", "1",
-                 "--mask", "x-y"]) == 2
+                 "--mask", "x-y"]) == 1
     err = capsys.readouterr().err
     assert "beyond the 3 given" in err and "--rows" in err and "--mask" in err
 
