@@ -113,24 +113,27 @@ class DLCPipeline(DiffusionPipeline):
     # ---- loading and saving --------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path, torch_dtype: torch.dtype | None = None, **kwargs) -> DLCPipeline:
+    def from_pretrained(cls, path, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                        **kwargs) -> DLCPipeline:
         """A saved pipeline (a folder or a hub repo id), a project root or a DiT run directory (see
-        the module docstring), its weights in ``torch_dtype`` (default float32)."""
+        the module docstring), its weights in ``torch_dtype`` (default float32). Nothing in the
+        folder decides what code runs: a text model that needs its own Python code (LLaDA) loads only
+        with ``trust_remote_code=True`` from the caller."""
         root = Path(path) if Path(path).exists() else local_folder(path)  # else a hub repo id
         if (root / "model_index.json").is_file():
             text = root / "text_model"
             if "text_model" not in kwargs and _is_hf_text_model(text):
                 from .text import load_text_model
 
-                kwargs["text_model"] = load_text_model(text, torch_dtype=torch_dtype)
+                kwargs["text_model"] = load_text_model(text, trust_remote_code, torch_dtype=torch_dtype)
             return super().from_pretrained(root, torch_dtype=torch_dtype, **kwargs)
         if is_run(root / "dit"):
             parts = {name: root / sub for name, sub in (("encoder", "encoder"), ("prior", "prior"), ("text_model", "text"))
                      if model_folder(root / sub) != root / sub}
-            pipe = cls.from_runs(root / "dit", **parts, **kwargs)
+            pipe = cls.from_runs(root / "dit", **parts, trust_remote_code=trust_remote_code, **kwargs)
             return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
         if is_run(root):
-            pipe = cls.from_runs(root, **kwargs)
+            pipe = cls.from_runs(root, trust_remote_code=trust_remote_code, **kwargs)
             return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
         if root.exists() and not root.is_dir():
             raise CheckpointError(f"{root} is a file; a DLC pipeline is a folder")
@@ -141,7 +144,7 @@ class DLCPipeline(DiffusionPipeline):
 
     @classmethod
     def from_runs(cls, dit_run, encoder=None, prior=None, text_model=None, sampler: str | None = None,
-                  **kwargs) -> DLCPipeline:
+                  trust_remote_code: bool = False, **kwargs) -> DLCPipeline:
         """A pipeline from run directories (or model folders); the scheduler is the DiT run's sampler
         (or ``sampler``), the VAE the one it was trained in."""
         from .config import load_config
@@ -166,7 +169,7 @@ class DLCPipeline(DiffusionPipeline):
             vae=vae,
             encoder=DLCEncoder.from_pretrained(model_folder(encoder)).eval() if encoder is not None else None,
             prior=load_prior(prior) if prior is not None else None,
-            text_model=load_text_model(text_model).eval() if text_model is not None else None,
+            text_model=load_text_model(text_model, trust_remote_code).eval() if text_model is not None else None,
             objective=config.objective,
             **kwargs,
         )

@@ -77,7 +77,7 @@ def image_sources(pipe, pil_images) -> list[torch.Tensor]:
 def run(args) -> int:
     from ..compose import compose
 
-    pipe = common.load_pipeline(args.model, args.device)
+    pipe = common.load_pipeline(args.model, args.device, args.trust_remote_code)
     sources, described = sources_from_args(args, pipe)
     if len(sources) < 2:
         raise DLCError(f"composition needs two or more sources; got {len(sources)}")

@@ -48,6 +48,9 @@ def add_generation_args(parser: argparse.ArgumentParser, default_out: str) -> No
                         "(default: %(default)s)")
     parser.add_argument("--npz", action="store_true", help="also write OUT/samples.npz (uint8 NHWC) for the ADM evaluator")
     parser.add_argument("--grid-cols", type=int, default=None, help="images per grid row (default: square)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow a text model that ships its own Python code (LLaDA) to run it; only for "
+                        "pipelines from a source you trust (default: refused)")
 
 
 def register(sub) -> None:
@@ -74,10 +77,10 @@ def register(sub) -> None:
 # Shared machinery
 
 
-def load_pipeline(path: str, device: str):
+def load_pipeline(path: str, device: str, trust_remote_code: bool = False):
     from ..pipeline import DLCPipeline
 
-    return DLCPipeline.from_pretrained(path).to(resolve_device(device))
+    return DLCPipeline.from_pretrained(path, trust_remote_code=trust_remote_code).to(resolve_device(device))
 
 
 def resolve_device(device: str) -> str:
@@ -201,7 +204,7 @@ def select(args, total: int | None) -> list[int]:
 def run(args) -> int:
     from ..codes import load_codes
 
-    pipe = load_pipeline(args.model, args.device)
+    pipe = load_pipeline(args.model, args.device, args.trust_remote_code)
     settings = common_settings("sample", args, pipe)
     kwargs = generation_kwargs(args)
     if args.codes:

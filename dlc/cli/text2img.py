@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    pipe = common.load_pipeline(args.model, args.device)
+    pipe = common.load_pipeline(args.model, args.device, args.trust_remote_code)
     prompts = [p for p in args.prompts for _ in range(args.num)]
     indices = common.shard(list(range(args.start, len(prompts))))
     images = common.generate(pipe, indices, prompt=[prompts[i] for i in indices], **common.generation_kwargs(args))

@@ -47,17 +47,26 @@ class HFTextToCode(nn.Module, CodeGenerationMixin):
         return cls(lm, tokenizer, code_length, vocab_size, max_text_length, model_class, trust_remote_code)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, torch_dtype: str | None = None) -> HFTextToCode:
+    def from_pretrained(cls, directory: str | Path, torch_dtype: str | None = None,
+                        trust_remote_code: bool = False) -> HFTextToCode:
+        """Load a saved model. Trust comes from the caller, never from the folder: a model whose
+        architecture is Python code shipped with it (LLaDA) loads only with ``trust_remote_code=True``,
+        since loading runs that code."""
         from transformers import AutoTokenizer
 
         directory = local_folder(directory)
         if not (directory / HF_META).is_file():
             raise CheckpointError(f"{directory} has no {HF_META}: not a saved HFTextToCode")
         meta = json.loads((directory / HF_META).read_text())
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=meta["trust_remote_code"])
-        lm = _load_lm(directory, meta["model_class"], meta["trust_remote_code"], torch_dtype)
+        if meta.get("trust_remote_code") and not trust_remote_code:
+            raise CheckpointError(
+                f"the text model in {directory} needs its own Python code to load (it was trained with "
+                "trust_remote_code): loading it runs that code. Pass trust_remote_code=True (dlc: "
+                "--trust-remote-code) only if you trust where the folder came from")
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        lm = _load_lm(directory, meta["model_class"], trust_remote_code, torch_dtype)
         return cls(lm, tokenizer, meta["code_length"], meta["vocab_size"], meta["max_text_length"],
-                   meta["model_class"], meta["trust_remote_code"])
+                   meta["model_class"], trust_remote_code)
 
     @property
     def device(self) -> torch.device:
@@ -135,8 +144,10 @@ def _with_lora(lm, rank: int):
                                          modules_to_save=names))
 
 
-def load_text_model(path: str | Path, **kwargs):
-    """A saved text model of either family (a run directory or its ``model/``)."""
+def load_text_model(path: str | Path, trust_remote_code: bool = False, **kwargs):
+    """A saved text model of either family (a run directory or its ``model/``); ``trust_remote_code``
+    as ``HFTextToCode.from_pretrained`` (a model trained from scratch runs no code of its own)."""
     path = model_folder(path)
-    return HFTextToCode.from_pretrained(path, **kwargs) if (path / HF_META).is_file() \
-        else TextToCode.from_pretrained(path, **kwargs)
+    if (path / HF_META).is_file():
+        return HFTextToCode.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    return TextToCode.from_pretrained(path, **kwargs)
