@@ -8,6 +8,7 @@ they agree as ``tau`` -> 0, and tokens on which all sources agree stay fixed in 
     codes = compose([code_a, code_b], n=8, seed=0)                       # (8, L) long
     codes = compose([probs_a, probs_b], method="average", tau=0.5)       # from encoder.probs(...)
     codes = compose([a, b], mask=torch.arange(L) < L // 2)               # first half from a
+    codes = compose([a, b, c], mask=group_mask([0, 1, -1, 2], L))       # quarters: a, b, free, c
     soft = interpolate(code_a, code_b, n=5, vocab_size=V)               # (5, L, V) soft codes
 
 Every position is drawn from a mixture: ``p = sum_s W[s] q_s`` where ``q_s`` is source s's
@@ -104,6 +105,18 @@ def _mask_sources(mask, num_sources: int, length: int) -> torch.Tensor:
     if (m < -1).any() or (m >= num_sources).any():
         raise CodeError(f"an integer mask holds a source index in [0, {num_sources}) or -1 per position")
     return m
+
+
+def group_mask(groups: Sequence[int], length: int) -> torch.Tensor:
+    """A source per group of positions -> the (L,) integer ``mask`` of ``compose``.
+
+    The L positions are cut into G = len(groups) contiguous groups, position p in group
+    floor(p G / L) (blocks of L / G when G divides L; G = L is one source per position).
+    ``groups[g]`` is the source index of group g, or -1 to leave it to the method."""
+    g = torch.as_tensor(groups, dtype=torch.long).flatten()
+    if not 1 <= g.numel() <= length:
+        raise CodeError(f"give between 1 and L = {length} groups (one source index or -1 each); got {g.numel()}")
+    return g[torch.arange(length) * g.numel() // length]
 
 
 def mixture_weights(method: str, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
