@@ -49,7 +49,7 @@ class StubPipeline:
 @pytest.fixture
 def stub(monkeypatch):
     StubPipeline.calls = []
-    monkeypatch.setattr(sample_cmd, "load_pipeline", lambda path, device: StubPipeline())
+    monkeypatch.setattr(sample_cmd, "load_pipeline", lambda path, device, trust_remote_code=False: StubPipeline())
     return StubPipeline
 
 
@@ -132,13 +132,31 @@ def test_bad_requests_are_one_line_errors(stub, tmp_path, capsys):
     assert "beyond the 3 given" in err and "--rows" in err and "--mask" in err
 
 
+def as_two_processes(monkeypatch, argv: list[str]) -> None:
+    """Run ``dlc ARGV`` as ranks 0 and 1 of a world of 2: two threads meeting at a real barrier."""
+    import threading
+
+    barrier, rank = threading.Barrier(2, timeout=60), threading.local()
+    monkeypatch.setattr(sample_cmd, "wait_for_everyone", barrier.wait)
+    monkeypatch.setattr(sample_cmd, "distributed", lambda: (rank.value, 2))
+    codes = {}
+
+    def process(r):
+        rank.value = r
+        codes[r] = main(argv)
+
+    threads = [threading.Thread(target=process, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == {0: 0, 1: 0}
+
+
 def test_two_processes_split_the_indices_and_match_one_process(stub, tmp_path, monkeypatch):
     assert main(["sample", "model", "-n", "5", "--out", str(tmp_path / "one"), "--seed", "2"]) == 0
-    monkeypatch.setattr(sample_cmd, "wait_for_everyone", lambda: None)
-    for rank in (1, 0):  # rank 0 last: it writes the grid and settings from every rank's PNGs
-        monkeypatch.setattr(sample_cmd, "distributed", lambda rank=rank: (rank, 2))
-        assert main(["sample", "model", "-n", "5", "--out", str(tmp_path / "two"), "--seed", "2"]) == 0
-    assert [c["start_index"] for c in stub.calls[1:]] == [3, 0]  # contiguous blocks: 0-2 and 3-4
+    as_two_processes(monkeypatch, ["sample", "model", "-n", "5", "--out", str(tmp_path / "two"), "--seed", "2"])
+    assert sorted(c["start_index"] for c in stub.calls[1:]) == [0, 3]  # contiguous blocks: 0-2 and 3-4
     names_one, one = read(tmp_path / "one")
     names_two, two = read(tmp_path / "two")
     assert names_one == names_two and torch.equal(one, two)

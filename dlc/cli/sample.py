@@ -2,30 +2,32 @@
 
 This module also holds what ``dlc compose`` and ``dlc text2img`` share: the generation options,
 loading the pipeline, splitting sample indices across processes (accelerate), and the output
-folder::
+folder (``dlc.sample_folder``)::
 
+    OUT/settings.json           every setting that decides the pictures, written before the first image
     OUT/images/000000.png ...   numbered lossless PNGs (index = global sample index)
-    OUT/grid.png                all samples in a grid
+    OUT/grid.png                the first 64 samples
     OUT/codes.npy               the codes used (uint16, row i = sample i), when known
-    OUT/settings.json           every setting, so any image can be regenerated exactly
-    OUT/samples.npz             with --npz: arr_0 uint8 (N, H, W, C) for the ADM evaluator
+    OUT/samples.npz             with --npz: arr_0 uint8 (N, H, W, C) of every sample, for the ADM evaluator
 
 Sample i depends only on (seed, i): the same seed and codes regenerate image i whatever the batch
-size or the number of processes (``--start I --num 1`` redraws just that one).
+size or the number of processes (``--start I --num 1`` redraws just that one). So ``dlc sample``
+writes its PNGs chunk by chunk as they are drawn, and a re-run after a kill draws only the
+indices that have no PNG yet; the folder ends byte-identical to an uninterrupted run. A folder
+that holds samples made with other settings is refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
+import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import DLCError
+from ..sample_folder import SampleFolder
 
 SCHEDULERS = ["dpm", "ddim", "ddpm", "euler", "heun"]
 
@@ -59,12 +61,18 @@ def register(sub) -> None:
         description="Generate images with a trained DLC pipeline and write numbered PNGs, a grid and a "
         "settings JSON into --out. Codes come from --codes FILE.npy (stored uint16 (N, L), e.g. from "
         "'dlc encode'), from --images (encoded, then regenerated), or else from the code prior "
-        "(--num samples). Runs under 'accelerate launch' (or torchrun): each process draws its share of "
-        "the indices and the images are identical to a one-process run.",
+        "(--num samples). PNGs are written chunk by chunk; re-running the same command after a kill draws "
+        "only the missing ones (the folder ends byte-identical to an uninterrupted run), and a folder "
+        "holding samples made with other settings is refused. Runs under 'accelerate launch' (or "
+        "torchrun): each process draws its share of the indices and the images are identical to a "
+        "one-process run.",
     )
     add_generation_args(parser, "samples")
     parser.add_argument("-n", "--num", type=int, default=None,
                         help="how many samples (default: 16 from the prior, else every row/image from --start)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="samples drawn per process between writes to disk; a kill loses at most one chunk "
+                        "(default: %(default)s)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--codes", default=None, metavar="FILE.npy", help="stored codes, one image per row")
     source.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
@@ -83,24 +91,28 @@ def load_pipeline(path: str, device: str, trust_remote_code: bool = False):
     return DLCPipeline.from_pretrained(path, trust_remote_code=trust_remote_code).to(resolve_device(device))
 
 
-def resolve_device(device: str) -> str:
+def process_state():
+    """accelerate's view of this process: rank, world size, device. The first ``PartialState`` a
+    process makes fixes these for good, and one made without ``cpu=True`` on a machine without a
+    GPU sees no distributed launch (under torchrun every rank then took itself for the only one
+    and drew every sample). So every use goes through here, with ``cpu`` set where there is no GPU."""
     from accelerate import PartialState
 
-    return str(PartialState().device) if device == "auto" else device
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def resolve_device(device: str) -> str:
+    return str(process_state().device) if device == "auto" else device
 
 
 def distributed() -> tuple[int, int]:
-    """(rank, world size): under accelerate/torchrun each process takes every world-th index."""
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
+    """(rank, world size) under accelerate launch / torchrun; (0, 1) otherwise."""
+    state = process_state()
     return state.process_index, state.num_processes
 
 
 def wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
 
 
 def generation_kwargs(args) -> dict:
@@ -128,39 +140,44 @@ def shard(indices: list[int]) -> list[int]:
     return indices[rank * per: (rank + 1) * per]
 
 
-def write_outputs(out: Path, images: torch.Tensor, indices: list[int], settings: dict,
-                  codes: torch.Tensor | None = None, npz: bool = False, grid_cols: int | None = None) -> None:
-    """Write this process's PNGs; then (on the main process) the grid, codes, npz and settings."""
-    from PIL import Image
+def claim_folder(out: str | Path, settings: dict) -> SampleFolder:
+    """The output folder, checked by every process against ``settings`` (refused if it holds
+    samples made with other settings) and, on the main process, given settings.json first."""
+    folder = SampleFolder(out)
+    folder.claim(settings, write=distributed()[0] == 0)
+    wait_for_everyone()
+    return folder
 
-    from ..codes import save_codes
-    from ..data import pil_to_tensor
-    from ..imageio import save_grid, save_pngs
 
-    for image, index in zip(images, indices):
-        save_pngs([image], out / "images", start=index)
+def finish_folder(folder: SampleFolder, settings: dict, codes: torch.Tensor | None = None, npz: bool = False,
+                  grid_cols: int | None = None) -> None:
+    """After every process has written its PNGs: (on the main process) the grid of the first 64,
+    the codes, the npz of every sample and settings.json."""
     wait_for_everyone()
     if distributed()[0] != 0:
         return
-    files = sorted((out / "images").glob("*.png"))
-    everything = torch.stack([pil_to_tensor(Image.open(f)) for f in files])
-    save_grid(everything, out / "grid.png", nrow=grid_cols)
-    if codes is not None:
-        save_codes(out / "codes.npy", codes)
-    if npz:
-        np.savez(out / "samples.npz", arr_0=everything.permute(0, 2, 3, 1).numpy())
-    settings = {**settings, "num_images": len(files), "argv": sys.argv[1:],
-                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (out / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
-    print(f"wrote {len(files)} images, grid.png and settings.json to {out}")
+    folder.finish(settings, codes=codes, npz=npz, grid_cols=grid_cols)
+    print(f"{len(folder.indices())} images in {folder.images}; wrote grid.png{', samples.npz' if npz else ''} "
+          f"and settings.json to {folder.root}")
+
+
+def write_outputs(out: Path, images: torch.Tensor, indices: list[int], settings: dict,
+                  codes: torch.Tensor | None = None, npz: bool = False, grid_cols: int | None = None) -> None:
+    """Write this process's PNGs of ``indices`` into ``out`` (refused if it holds samples made
+    with other settings); then (on the main process) the grid, codes, npz and settings."""
+    folder = claim_folder(out, settings)
+    folder.write(images, indices)
+    finish_folder(folder, settings, codes=codes, npz=npz, grid_cols=grid_cols)
 
 
 def common_settings(verb: str, args, pipe) -> dict:
     import dlc
 
-    return {"verb": verb, "model": str(args.model), "seed": args.seed, "start": args.start,
+    model = Path(args.model).resolve() if Path(args.model).exists() else args.model  # a path, or a hub id
+    return {"verb": verb, "model": str(model), "seed": args.seed, "start": args.start,
             "guidance_scale": args.guidance_scale, "num_inference_steps": args.steps,
-            "sampler": args.sampler or "default", "batch_size": args.batch_size, "device": resolve_device(args.device),
+            "sampler": args.sampler or "default", "batch_size": args.batch_size,
+            "device": torch.device(resolve_device(args.device)).type,  # cuda:0 and cuda:1 draw the same images
             "pipeline": type(pipe).__name__, "dlc_version": dlc.__version__}
 
 
@@ -193,12 +210,48 @@ def open_images(files: list[Path]):
 
 
 def select(args, total: int | None) -> list[int]:
-    """Global sample indices ``start .. start+num-1`` (row i of codes/images is sample i), this
-    process's share of them."""
+    """Global sample indices ``start .. start+num-1`` (row i of codes/images is sample i)."""
     num = args.num if args.num is not None else (total - args.start if total is not None else 16)
     if num < 1 or (total is not None and args.start + num > total):
         raise DLCError(f"--start {args.start} --num {num} asks for samples beyond the {total} given")
-    return shard(list(range(args.start, args.start + num)))
+    return list(range(args.start, args.start + num))
+
+
+def chunks(indices: list[int], size: int) -> list[list[int]]:
+    """``indices`` (sorted) cut into runs of consecutive indices of at most ``size``: the pipeline
+    draws consecutive indices in one call."""
+    out: list[list[int]] = []
+    for i in indices:
+        if out and out[-1][-1] == i - 1 and len(out[-1]) < size:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def chunk_inputs(chunk: list[int], codes: torch.Tensor | None, files: list[Path] | None) -> dict:
+    """The pipeline inputs of the samples ``chunk``: their codes, their images, or prior draws."""
+    if codes is not None:
+        return {"codes": codes[chunk]}
+    if files is not None:
+        return {"image": open_images([files[i] for i in chunk])}
+    return {"num_images": len(chunk)}
+
+
+def draw_missing(folder: SampleFolder, pipe, indices: list[int], kwargs: dict, chunk_size: int,
+                 codes: torch.Tensor | None = None, files: list[Path] | None = None) -> None:
+    """Draw this process's share of ``indices`` that has no PNG yet, writing each chunk as it comes."""
+    if chunk_size < 1:
+        raise DLCError(f"--chunk-size must be at least 1; got {chunk_size}")
+    rank, world = distributed()
+    mine = shard(indices)
+    todo = folder.missing(mine)
+    print(f"process {rank} of {world}: {len(todo)} of its {len(mine)} samples to draw "
+          f"({len(mine) - len(todo)} already in {folder.images})")
+    with tqdm(total=len(todo), desc="samples", unit="img", disable=rank != 0 or not todo) as bar:
+        for chunk in chunks(todo, chunk_size):
+            folder.write(generate(pipe, chunk, **chunk_inputs(chunk, codes, files), **kwargs), chunk)
+            bar.update(len(chunk))
 
 
 def run(args) -> int:
@@ -206,20 +259,20 @@ def run(args) -> int:
 
     pipe = load_pipeline(args.model, args.device, args.trust_remote_code)
     settings = common_settings("sample", args, pipe)
-    kwargs = generation_kwargs(args)
+    codes = files = None
     if args.codes:
         codes = load_codes(args.codes)
         indices = select(args, len(codes))
-        settings["codes"] = str(args.codes)
-        images = generate(pipe, indices, codes[indices], **kwargs)
+        settings.update(codes=str(args.codes), codes_sha256=hashlib.sha256(codes.numpy().tobytes()).hexdigest())
     elif args.images:
         files = image_files(args.images)
         indices = select(args, len(files))
         settings["images"] = [str(f) for f in files]
-        codes, images = None, generate(pipe, indices, image=open_images([files[i] for i in indices]), **kwargs)
     else:
         indices = select(args, None)
         settings["codes"] = "prior"
-        codes, images = None, generate(pipe, indices, num_images=len(indices), **kwargs)
-    write_outputs(Path(args.out), images, indices, settings, codes=codes, npz=args.npz, grid_cols=args.grid_cols)
+    settings.update(num=len(indices), chunk_size=args.chunk_size)
+    folder = claim_folder(args.out, settings)
+    draw_missing(folder, pipe, indices, generation_kwargs(args), args.chunk_size, codes=codes, files=files)
+    finish_folder(folder, settings, codes=codes, npz=args.npz, grid_cols=args.grid_cols)
     return 0
