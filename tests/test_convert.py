@@ -5,6 +5,7 @@ authors' key names and shapes and random values, converts it, and compares the c
 a reference forward written here from the published equations (not with our own model code)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -221,5 +222,176 @@ def test_convert_cli_writes_a_dit_pipeline_and_reports_errors_in_one_line(tmp_pa
                  "--num-heads", str(HEADS)]) == 0
     assert "codes L=3 V=5" in capsys.readouterr().out
     assert DLCPipeline.from_pretrained(tmp_path / "out").dit.config.depth == DEPTH
-    assert main(["convert", "dit", str(src), str(tmp_path / "out2")]) == 2  # width 32: heads unknown
+    assert main(["convert", "dit", str(src), str(tmp_path / "out2")]) == 1  # width 32: heads unknown
     assert "num_heads" in capsys.readouterr().err
+
+
+# ---- the SEM encoder ---------------------------------------------------------------------------
+
+E_WIDTH, E_HEADS, E_DEPTH, E_PATCH, REGS, E_L, E_V = 32, 2, 2, 14, 2, 4, 6
+E_GRID_STORED, E_IMAGE, E_INPUT = 3, 28, 32  # the position table is stored for a larger grid (518 vs 224)
+MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+
+def dinov2_sem_state(seed=0, code_shape=(E_L, E_V)):
+    """A DinoVisionTransformerWithSEM-shaped backbone (registers, layer scale) with random values."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, s=0.2):
+        return torch.randn(*shape, generator=g) * s
+
+    D, LV = E_WIDTH, code_shape[0] * code_shape[1]
+    sd = {"cls_token": r(1, 1, D), "pos_embed": r(1, 1 + E_GRID_STORED ** 2, D), "register_tokens": r(1, REGS, D),
+          "mask_token": r(1, D), "patch_embed.proj.weight": r(D, 3, E_PATCH, E_PATCH, s=0.05),
+          "patch_embed.proj.bias": r(D), "norm.weight": 1 + r(D), "norm.bias": r(D),
+          "sem_embed.weight": r(LV, (1 + REGS) * D), "sem_norm.weight": 1 + r(LV), "sem_norm.bias": r(LV),
+          "sem_out.weight": r(D, LV), "sem_cls_norm.weight": 1 + r(D), "sem_cls_norm.bias": r(D)}
+    for i in range(E_DEPTH):
+        b = f"blocks.{i}."
+        sd |= {b + "norm1.weight": 1 + r(D), b + "norm1.bias": r(D), b + "attn.qkv.weight": r(3 * D, D),
+               b + "attn.qkv.bias": r(3 * D), b + "attn.proj.weight": r(D, D), b + "attn.proj.bias": r(D),
+               b + "ls1.gamma": r(D, s=0.5), b + "norm2.weight": 1 + r(D), b + "norm2.bias": r(D),
+               b + "mlp.fc1.weight": r(4 * D, D), b + "mlp.fc1.bias": r(4 * D), b + "mlp.fc2.weight": r(D, 4 * D),
+               b + "mlp.fc2.bias": r(D), b + "ls2.gamma": r(D, s=0.5)}
+    return sd
+
+
+def reference_dinov2_sem(sd, x):
+    """DINOv2 with registers + SEM, from the equations: patches + CLS, the position table (CLS entry
+    kept, patch grid resampled bicubically with antialiasing), registers inserted after CLS without
+    positions, pre-norm blocks with layer scale, then the SEM on CLS and registers before the final
+    norm: LayerNorm(W x) viewed as (L, V). Returns the logits (B, L, V) and the normed SEM output."""
+    B, D = x.shape[0], E_WIDTH
+    h = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=E_PATCH)
+    grid = h.shape[-1]
+    h = torch.cat([sd["cls_token"].expand(B, -1, -1), h.flatten(2).transpose(1, 2)], 1)
+    pos = sd["pos_embed"]
+    patch_pos = pos[:, 1:].reshape(1, E_GRID_STORED, E_GRID_STORED, D).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", antialias=True)
+    h = h + torch.cat([pos[:, :1], patch_pos.permute(0, 2, 3, 1).reshape(1, -1, D)], 1)
+    h = torch.cat([h[:, :1], sd["register_tokens"].expand(B, -1, -1), h[:, 1:]], 1)
+    for i in range(E_DEPTH):
+        b = f"blocks.{i}."
+        a = F.layer_norm(h, (D,), sd[b + "norm1.weight"], sd[b + "norm1.bias"], eps=1e-6)
+        q, k, v = F.linear(a, sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]).reshape(
+            B, -1, 3, E_HEADS, D // E_HEADS).unbind(2)
+        w = torch.softmax(torch.einsum("bnhd,bmhd->bhnm", q, k) / math.sqrt(D // E_HEADS), -1)
+        att = torch.einsum("bhnm,bmhd->bnhd", w, v).reshape(B, -1, D)
+        h = h + sd[b + "ls1.gamma"] * F.linear(att, sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"])
+        m = F.layer_norm(h, (D,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], eps=1e-6)
+        m = F.linear(F.gelu(F.linear(m, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])), sd[b + "mlp.fc2.weight"],
+                     sd[b + "mlp.fc2.bias"])
+        h = h + sd[b + "ls2.gamma"] * m
+    sem_in = h[:, : 1 + REGS].reshape(B, -1)
+    logits = F.layer_norm(sem_in @ sd["sem_embed.weight"].T, (E_L * E_V,), sd["sem_norm.weight"], sd["sem_norm.bias"],
+                          eps=1e-6).view(B, E_L, E_V)
+    cls = F.layer_norm(torch.softmax(logits, -1).reshape(B, -1) @ sd["sem_out.weight"].T, (D,), sd["norm.weight"],
+                       sd["norm.bias"], eps=1e-6)
+    return logits, cls
+
+
+def encoder_images(seed=2, batch=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, E_INPUT, E_INPUT), generator=g, dtype=torch.uint8)
+
+
+def normalised_crop(images):
+    top = (E_INPUT - E_IMAGE) // 2
+    x = images[:, :, top:top + E_IMAGE, top:top + E_IMAGE].float() / 255
+    return (x - MEAN.view(1, 3, 1, 1)) / STD.view(1, 3, 1, 1)
+
+
+def test_converted_encoder_matches_the_reference_dinov2_sem_forward():
+    from dlc.convert import convert_encoder
+
+    sd = dinov2_sem_state()
+    enc = convert_encoder({"teacher": {f"backbone.{k}": v for k, v in sd.items()}}, code_length=E_L,
+                          num_heads=E_HEADS, image_size=E_IMAGE, input_size=E_INPUT)
+    images = encoder_images()
+    logits, cls = reference_dinov2_sem(sd, normalised_crop(images))
+    torch.testing.assert_close(enc.probs(images), torch.softmax(logits, -1), rtol=1e-4, atol=1e-5)
+    assert torch.equal(enc.encode(images), logits.argmax(-1))
+    assert enc.encode(images).unique().numel() > 2  # the codes depend on the image, not a constant
+    # the training output the DINO loss reads: the SEM mapped back through sem_out and the final norm
+    torch.testing.assert_close(enc(enc.preprocess(images))["embedding"], cls, rtol=1e-4, atol=1e-4)
+    assert (enc.config.code_length, enc.config.vocab_size, enc.config.backbone_kwargs["depth"]) == (E_L, E_V, E_DEPTH)
+    assert enc.sem.norm.eps == 1e-6  # the authors' LayerNorm epsilon (ours defaults to torch's 1e-5)
+
+
+def test_encoder_converter_reads_teacher_checkpoints_with_heads_and_chunked_blocks(tmp_path):
+    from dlc.convert import convert_encoder
+
+    sd = dinov2_sem_state()
+    # DINOv2's chunked layout (block_chunks = depth): block i is blocks.<chunk i>.<i>
+    teacher = {"backbone." + re.sub(r"^blocks\.(\d+)\.", r"blocks.\1.\1.", k): v for k, v in sd.items()}
+    teacher |= {"dino_head.mlp.0.weight": torch.zeros(8, E_WIDTH), "ibot_head.last_layer.weight_g": torch.zeros(8, 1)}
+    path = tmp_path / "teacher_checkpoint.pth"
+    torch.save({"teacher": teacher}, path)
+    enc = convert_encoder(path, vocab_size=E_V, num_heads=E_HEADS, image_size=E_IMAGE, input_size=E_INPUT)
+    images = encoder_images()
+    assert torch.equal(enc.encode(images), reference_dinov2_sem(sd, normalised_crop(images))[0].argmax(-1))
+
+
+def test_encoder_converter_errors_name_the_key():
+    from dlc.convert import convert_encoder
+
+    kwargs = dict(code_length=E_L, num_heads=E_HEADS, image_size=E_IMAGE, input_size=E_INPUT)
+    sd = dinov2_sem_state()
+    del sd["blocks.1.ls2.gamma"]
+    with pytest.raises(CheckpointError, match=r"'vit\.blocks\.1\.ls2\.gamma' \(32,\) has no source"):
+        convert_encoder(sd, **kwargs)
+    sd = dinov2_sem_state() | {"sem_norm.bias": torch.zeros(E_L * E_V + 1)}
+    with pytest.raises(CheckpointError, match=r"'sem\.norm\.bias' has shape \(25,\); the model expects \(24,\)"):
+        convert_encoder(sd, **kwargs)
+    with pytest.raises(CheckpointError, match="L=5"):
+        convert_encoder(dinov2_sem_state(), **(kwargs | {"code_length": 5}))
+    with pytest.raises(CheckpointError, match="give the code length"):
+        convert_encoder(dinov2_sem_state(), num_heads=E_HEADS)
+
+
+# ---- the whole converted pipeline ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_folder(tmp_path_factory):
+    from dlc.convert import add_encoder
+
+    out = tmp_path_factory.mktemp("dlc512")
+    dit_pipeline(ditsem_state(), out, vae=tiny_vae(), num_heads=HEADS)
+    add_encoder(dinov2_sem_state(code_shape=(L, V)), out, num_heads=E_HEADS, image_size=E_IMAGE, input_size=E_INPUT)
+    return out
+
+
+def test_converted_pipeline_encodes_composes_and_regenerates_images(full_folder):
+    from PIL import Image
+
+    pipe = DLCPipeline.from_pretrained(full_folder)
+    pipe.set_progress_bar_config(disable=True)
+    pictures = [Image.fromarray(a) for a in encoder_images(batch=2).permute(0, 2, 3, 1).numpy()]
+    codes = pipe.encoder.encode(pipe.encoder_input(pictures))
+    assert codes.shape == (2, L) and int(codes.max()) < V
+    again = pipe(image=pictures, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.codes, codes.cpu()) and again.images.shape == (2, 16, 16, 3)
+    mixed = pipe(compose=pictures, num_images=3, num_inference_steps=2, output_type="np")
+    from_either = (mixed.codes == codes[0]) | (mixed.codes == codes[1])
+    assert from_either.all() and mixed.images.shape == (3, 16, 16, 3) and np.isfinite(mixed.images).all()
+
+
+def test_adding_an_encoder_whose_sem_does_not_fit_the_dit_is_refused(tmp_path):
+    from dlc.convert import add_encoder
+
+    dit_pipeline(ditsem_state(), tmp_path, vae=tiny_vae(), num_heads=HEADS)
+    with pytest.raises(CheckpointError, match="not L=3 x V=5"):
+        add_encoder(dinov2_sem_state(), tmp_path, num_heads=E_HEADS, image_size=E_IMAGE, input_size=E_INPUT)
+
+
+def test_convert_cli_adds_the_encoder_to_the_pipeline_folder(tmp_path, capsys):
+    from dlc.cli import main
+
+    dit_pipeline(ditsem_state(), tmp_path, vae=tiny_vae(), num_heads=HEADS)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in dinov2_sem_state(code_shape=(L, V)).items()}},
+               tmp_path / "teacher_checkpoint.pth")
+    assert main(["convert", "encoder", str(tmp_path / "teacher_checkpoint.pth"), str(tmp_path), "--num-heads",
+                 str(E_HEADS), "--image-size", str(E_IMAGE), "--input-size", str(E_INPUT)]) == 0
+    assert "2 registers, codes L=3 V=5" in capsys.readouterr().out
+    assert DLCPipeline.from_pretrained(tmp_path).encoder.config.input_size == E_INPUT

@@ -35,6 +35,21 @@ def register(sub) -> None:
                      help="the pipeline's default sampler (default: %(default)s, the paper's, with the learned variance)")
     dit.set_defaults(func=run_dit)
 
+    enc = parts.add_parser(
+        "encoder", help="the SEM encoder (DINOv2 ViT-L/14 with registers + SEM head), added to OUT",
+        description="Convert the authors' DINOv2 teacher checkpoint (teacher_checkpoint.pth: teacher.backbone.* "
+        "keys; the DINO/iBOT heads are left out) or a state dict in the same names, and add it to the pipeline "
+        "folder OUT. The backbone goes through timm's DINOv2 conversion; L and V come from OUT's DiT. Example: "
+        "dlc convert encoder SEM_dinov2_L512/teacher_checkpoint.pth dlc512",
+    )
+    enc.add_argument("source", help="checkpoint file")
+    enc.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
+    enc.add_argument("--num-heads", type=int, default=None, help="attention heads (default: DINOv2's: 16 for ViT-L)")
+    enc.add_argument("--image-size", type=int, default=224, help="the crop the ViT sees (default: %(default)s)")
+    enc.add_argument("--input-size", type=int, default=256,
+                     help="images are resized to this, then centre-cropped to --image-size (default: %(default)s)")
+    enc.set_defaults(func=run_encoder)
+
 
 def run_dit(args) -> int:
     from ..convert import dit_pipeline
@@ -44,4 +59,15 @@ def run_dit(args) -> int:
     c = pipe.dit.config
     print(f"DiT: depth {c.depth}, width {c.hidden_size}, {c.image_size}x{c.image_size}x{c.in_channels} latents, "
           f"codes L={c.code_length} V={c.vocab_size} -> {args.out}")
+    return 0
+
+
+def run_encoder(args) -> int:
+    from ..convert import add_encoder
+
+    enc = add_encoder(args.source, args.out, num_heads=args.num_heads, image_size=args.image_size,
+                      input_size=args.input_size)
+    kw = enc.config.backbone_kwargs
+    print(f"encoder: ViT depth {kw['depth']}, width {kw['embed_dim']}, patch {kw['patch_size']}, {kw['reg_tokens']} "
+          f"registers, codes L={enc.config.code_length} V={enc.config.vocab_size} -> {args.out}/encoder")
     return 0

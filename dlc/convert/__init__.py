@@ -8,5 +8,6 @@ Each converter reads every size from the checkpoint and checks every key and sha
 """
 
 from .dit import convert_dit, dit_pipeline
+from .encoder import add_encoder, convert_encoder
 
-__all__ = ["convert_dit", "dit_pipeline"]
+__all__ = ["add_encoder", "convert_dit", "convert_encoder", "dit_pipeline"]

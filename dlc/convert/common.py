@@ -146,10 +146,16 @@ def pipeline_index(out_dir: str | Path) -> dict:
     return json.loads(index.read_text())
 
 
+def pipeline_code_shape(out_dir: str | Path) -> tuple[int, int]:
+    """(L, V) of the codes the pipeline folder's DiT reads."""
+    pipeline_index(out_dir)
+    dit = json.loads((Path(out_dir) / "dit" / "config.json").read_text())
+    return dit["code_length"], dit["vocab_size"]
+
+
 def check_code_shape(out_dir: str | Path, code_length: int, vocab_size: int, part: str) -> None:
     """A part's codes must be the pipeline DiT's: same L and V."""
-    dit = json.loads((Path(out_dir) / "dit" / "config.json").read_text())
-    want = (dit["code_length"], dit["vocab_size"])
+    want = pipeline_code_shape(out_dir)
     if (code_length, vocab_size) != want:
         raise CheckpointError(f"the {part} makes codes of length {code_length} over {vocab_size} values; the DiT in "
                               f"{out_dir} reads length {want[0]} over {want[1]}")

@@ -51,18 +51,20 @@ class DLCEncoder(ModelMixin, ConfigMixin):
     override its architecture (tiny CPU models: patch_size, embed_dim, depth, num_heads,
     reg_tokens). ``input_size`` is the size images arrive at (default ``image_size``); larger
     inputs are centre-cropped to ``image_size`` (ImageNet: 256 -> 224). ``use_mask_token`` adds the
-    learned token that replaces masked patches for the iBOT loss.
+    learned token that replaces masked patches for the iBOT loss. ``sem_eps`` is the epsilon of the
+    SEM's LayerNorm (1e-6 in the authors' DINOv2 models, ``dlc convert encoder``).
     """
 
     @register_to_config
     def __init__(self, backbone: str = "vit_tiny_patch16_224", backbone_kwargs: dict | None = None,
                  image_size: int = 32, input_size: int | None = None, in_channels: int = 3,
                  code_length: int = 32, vocab_size: int = 64,
-                 mean: tuple = (0.5, 0.5, 0.5), std: tuple = (0.5, 0.5, 0.5), use_mask_token: bool = False):
+                 mean: tuple = (0.5, 0.5, 0.5), std: tuple = (0.5, 0.5, 0.5), use_mask_token: bool = False,
+                 sem_eps: float = 1e-5):
         super().__init__()
         self.vit = create_backbone(backbone, image_size, in_channels, **(backbone_kwargs or {}))
         width, prefix = self.vit.embed_dim, self.vit.num_prefix_tokens
-        self.sem = SimplicialEmbedding(prefix * width, code_length, vocab_size)
+        self.sem = SimplicialEmbedding(prefix * width, code_length, vocab_size, eps=sem_eps)
         self.project = nn.Linear(code_length * vocab_size, width, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(width)) if use_mask_token else None
 

@@ -15,11 +15,11 @@ from torch import nn
 
 
 class SimplicialEmbedding(nn.Module):
-    def __init__(self, in_features: int, code_length: int, vocab_size: int):
+    def __init__(self, in_features: int, code_length: int, vocab_size: int, eps: float = 1e-5):
         super().__init__()
         self.code_length, self.vocab_size = code_length, vocab_size
         self.linear = nn.Linear(in_features, code_length * vocab_size, bias=False)
-        self.norm = nn.LayerNorm(code_length * vocab_size)
+        self.norm = nn.LayerNorm(code_length * vocab_size, eps=eps)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_features) -> normalised logits (B, L, V) (before the temperature)."""
