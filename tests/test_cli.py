@@ -75,3 +75,57 @@ def test_print_config_shows_every_key_resolved_and_trains_nothing(tmp_path, caps
     assert config.train.lr == 3e-4 and config.model.arch == "DiT-XL/2" and config.run_dir == str(run_dir)
     assert set(printed["train"]) == set(DiTRunConfig().train.__dataclass_fields__)
     assert not run_dir.exists()
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"dlc {metadata.version('dlc')}\n"
+
+
+def test_usage_errors_exit_2_and_failures_exit_1_as_the_help_says(tmp_path, capsys):
+    for usage_error in (["no-such-verb"], ["sample", str(tmp_path), "--no-such-option"], ["train"],
+                        ["train", "dit", "--config"], ["train", "dit", "not-a-key-value"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(usage_error)
+        assert exit_info.value.code == 2, usage_error
+    assert main(["train", "dit", "train.steps=many"]) == 1
+    assert capsys.readouterr().err.strip().endswith("expected an integer, got 'many'")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    epilog = " ".join(capsys.readouterr().out.split())
+    assert "1 when the work failed" in epilog and "2 for a usage error" in epilog
+
+
+def test_train_stage_help_lists_every_key_with_its_default_and_meaning(capsys):
+    from dlc.cli.train import config_keys
+    from dlc.config import to_dict
+    from dlc.dit import DiTRunConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "dit", "--help"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split()[0] for line in lines if " = " in line]
+
+    def leaves(data, prefix=""):
+        for k, v in data.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    assert keys == list(leaves(to_dict(DiTRunConfig()))) == [k.key for k in config_keys(DiTRunConfig)]
+    line = {ln.split()[0]: " ".join(ln.split()) for ln in lines if " = " in ln}
+    assert line["train.steps"] == "train.steps = 1000"
+    assert line["train.grad_clip"] == "train.grad_clip = 0.0 max gradient norm; 0 turns clipping off"
+    assert line["objective"] == "objective = flow one of: flow, ddpm"
+    assert line["condition.codes"] == "condition.codes = null kind=codes: the .npy for the training split"
+
+
+def test_train_help_defaults_come_from_the_stages_own_factories(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "encoder", "--help"])
+    out = capsys.readouterr().out
+    assert "train.lr = 0.0005" in out and "train.weight_decay = 0.04" in out  # the encoder's TrainConfig(...)
+    assert "crops: Multi-crop augmentation" in out  # a section's docstring heads its keys

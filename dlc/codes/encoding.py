@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data.images import to_float
 from ..data.shards import batches, chunk_ranges
+from ..progress import tqdm
 from .store import save_codes
 
 

@@ -74,7 +74,8 @@ def render_emoji(chars: str, size: int, font) -> Image.Image:
 
 def _render_all_emoji(size: int) -> tuple[np.ndarray, list[EmojiEntry]]:
     from PIL import ImageFont
-    from tqdm import tqdm
+
+    from ..progress import tqdm
 
     require_package(EMOJI_FONT, "fonts-noto-color-emoji")
     entries = read_emoji_list()

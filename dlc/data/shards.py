@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import DataError, DLCError
+from ..progress import tqdm
 from .folder import SkipCounter
 from .images import collate, decode_image, encode_png
 

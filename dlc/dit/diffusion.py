@@ -229,7 +229,7 @@ def sample(model, objective, codes: torch.Tensor | None, *, num: int | None = No
     ``guidance_interval``: noise levels (0 = clean, 1 = pure noise) where guidance applies.
     ``on_step()`` is called after each denoising step (a pipeline's progress bar).
     """
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     cfg = model.config
     device = next(model.parameters()).device

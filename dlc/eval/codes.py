@@ -13,7 +13,7 @@ from ..errors import CodeError
 
 def batched(fn, images: torch.Tensor, batch_size: int = 256, progress: str | None = None) -> torch.Tensor:
     """``fn`` (e.g. ``encoder.encode`` or ``encoder.features``) over ``images`` in batches, on CPU."""
-    from tqdm import tqdm
+    from ..progress import tqdm
 
     starts = range(0, len(images), batch_size)
     return torch.cat([fn(images[s:s + batch_size]).cpu() for s in tqdm(starts, desc=progress, disable=progress is None)])

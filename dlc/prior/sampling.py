@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
 
 from ..codes import check_codes
+from ..progress import tqdm
 from ..seeding import SampleRNG, Seed, categorical, seed_slice
 from .model import CodePrior, mask_prob
 
