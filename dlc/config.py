@@ -4,22 +4,54 @@ Every stage defines one dataclass (nested dataclasses for sections). ``load_conf
 file into it, applies dotted overrides (``train.lr=3e-4``), checks every key and type, and says
 which keys are valid when one is not. ``save_config`` writes the fully resolved config, which
 ``load_config`` reads back as is: that is what a run directory keeps.
+
+Numbers are checked as well as typed: every float must be finite, and a field annotated with a
+range (``steps: PositiveInt``, ``lr: PositiveFloat``, ``dropout: Probability``) must lie in it, so a
+bad value is one line naming the key and the valid range, not a traceback or a silent no-op.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid range of a numeric setting: ``Annotated[int, Range(1)]`` is ``>= 1``;
+    ``above=True`` makes ``low`` itself invalid (``> low``)."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def check(self, value, where: str) -> None:
+        too_low = self.low is not None and (value <= self.low if self.above else value < self.low)
+        if too_low or (self.high is not None and value > self.high):
+            raise ConfigError(f"{where}: {value!r} is out of range; expected {self}")
+
+    def __str__(self) -> str:
+        low = f"{'>' if self.above else '>='} {self.low}" if self.low is not None else ""
+        high = f"<= {self.high}" if self.high is not None else ""
+        return " and ".join(part for part in (low, high) if part)
+
+
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, above=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1)]
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -31,6 +63,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        value = _coerce(value, args[0], where)
+        for rule in tp.__metadata__:
+            rule.check(value, where)
         return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -75,14 +112,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -95,7 +135,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -165,6 +205,11 @@ def save_config(config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
+def validated(config: T, where: str = "config") -> T:
+    """``config`` checked as if it had been read from YAML (for configs built in code)."""
+    return from_dict(type(config), to_dict(config), where)
+
+
 def replace(config: T, **changes) -> T:
     """Nested-aware ``dataclasses.replace``: ``replace(cfg, **{"train.lr": 1e-3})``."""
     data = to_dict(config)
@@ -176,23 +221,26 @@ def replace(config: T, **changes) -> T:
 class TrainConfig:
     """Optimisation settings shared by every stage (the ``train:`` section of a config)."""
 
-    steps: int = 1000
-    batch_size: int = 64  # global: split across processes
-    lr: float = 1e-3
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 64  # global: split across processes
+    lr: PositiveFloat = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
-    weight_decay: float = 0.0
-    weight_decay_end: float | None = None  # cosine from weight_decay to this over the run (DINO's 0.04 -> 0.4)
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
-    ema_decay: float = 0.999
+    warmup_steps: NonNegativeInt = 0
+    min_lr_ratio: Probability = 0.0  # cosine decays to lr * min_lr_ratio
+    weight_decay: NonNegativeFloat = 0.0
+    weight_decay_end: NonNegativeFloat | None = None  # cosine from weight_decay to this over the run (DINO's 0.04 -> 0.4)
+    betas: tuple[Probability, Probability] = (0.9, 0.999)
+    grad_clip: NonNegativeFloat = 0.0  # max gradient norm; 0 turns clipping off
+    ema_decay: Probability = 0.999
     ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)): short runs need it
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, none on CPU
-    log_every: int = 25
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 0  # 0: only at the end
-    seed: int = 0
-    num_workers: int = 0
-    time_limit_minutes: float = 0.0  # 0: none; else stop (and save) at the first step past it
+    log_every: PositiveInt = 25
+    checkpoint_every: PositiveInt = 500
+    keep_checkpoints: NonNegativeInt = 2  # 0 keeps all
+    sample_every: NonNegativeInt = 0  # 0: only at the end
+    seed: NonNegativeInt = 0
+    num_workers: NonNegativeInt = 0
+    time_limit_minutes: NonNegativeFloat = 0.0  # 0: none; else stop (and save) at the first step past it
+    allow_changed: list[str] = field(default_factory=list)  # keys a resume may change (e.g. [train.lr])
+    # stop when the smoothed loss exceeds this multiple of its lowest value so far (0: never)
+    divergence_factor: NonNegativeFloat = 100.0

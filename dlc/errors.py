@@ -25,4 +25,8 @@ class CodeError(DLCError, ValueError):
 
 
 class TrainingDiverged(DLCError, RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, the gradients or the weights became NaN or infinite."""
+
+
+class RunLocked(DLCError, RuntimeError):
+    """Another training holds the run directory."""

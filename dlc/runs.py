@@ -5,31 +5,47 @@
     runs/<name>/model/               the EMA weights in save_pretrained form (what sampling loads)
     runs/<name>/metrics.jsonl        one JSON object per logged step
     runs/<name>/samples/             grids and samples written during and after training
+    runs/<name>/history.jsonl        one line per training start: versions, git revision, changed keys
+    runs/<name>/training.lock        while a training runs: who holds the directory
 
 A checkpoint is written under a temporary name and renamed once complete, so a run killed while
 writing leaves the previous checkpoint intact. Starting a run whose directory has a checkpoint
-resumes from the latest one.
+resumes from the latest one; ``RunDir.start`` first checks that the new settings are the ones
+that made the checkpoint (only the keys in ``RESUMABLE_KEYS`` or ``train.allow_changed`` may
+differ), and nothing is written until every check has passed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import platform
 import random
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import save_config
-from .errors import CheckpointError
+from .config import save_config, to_dict
+from .errors import CheckpointError, ConfigError, RunLocked
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
 MODEL_CONFIGS = ("config.json", "dlc_text.json")  # a diffusers/transformers model folder; a saved HF text model
+# settings a resume may change without asking: how long and how often, never what is learned
+RESUMABLE_KEYS = ("run_dir", "train.steps", "train.time_limit_minutes", "train.log_every", "train.checkpoint_every",
+                  "train.keep_checkpoints", "train.sample_every", "train.num_workers", "train.allow_changed")
+PACKAGES = ("dlc", "torch", "torchvision", "diffusers", "accelerate", "timm", "transformers", "numpy")
 
 
 def model_folder(path: str | Path) -> Path:
@@ -88,12 +104,62 @@ class RunDir:
     def samples(self) -> Path:
         return self.root / "samples"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "training.lock"
+
     def create(self, config=None) -> RunDir:
         for path in (self.root, self.checkpoints, self.samples):
             path.mkdir(parents=True, exist_ok=True)
         if config is not None:
             save_config(config, self.config_path)
         return self
+
+    def start(self, config=None, allow_changed=()) -> dict:
+        """Check that training may start here, then record it: refuse to overwrite an exported
+        model that has no checkpoint to resume from, and to resume with settings other than the
+        checkpoint's unless each changed key is in ``RESUMABLE_KEYS`` or ``allow_changed``. Only
+        then write ``config.yaml`` and a ``history.jsonl`` line. Returns the changed keys."""
+        resuming = self.latest_checkpoint() is not None
+        if not resuming and any(self.model_dir.glob("*")):
+            raise CheckpointError(f"{self.root} holds a trained model/ but no checkpoints/ to resume from: training "
+                                  f"would start over and overwrite it. Use another run_dir, or delete {self.model_dir} "
+                                  "to retrain here")
+        changed = {}
+        if config is not None and resuming and self.config_path.is_file():
+            changed = config_changes(yaml.safe_load(self.config_path.read_text()) or {}, to_dict(config))
+            refused = [key for key in changed if key not in RESUMABLE_KEYS and key not in allow_changed]
+            if refused:
+                said = "; ".join(f"{key}: {changed[key][0]!r} then, {changed[key][1]!r} now" for key in refused)
+                raise ConfigError(f"{self.root} was trained with other settings ({said}). Resume with the saved "
+                                  f"settings, use another run_dir, or allow the change: train.allow_changed=[{','.join(refused)}]")
+        self.create(config)
+        with (self.root / "history.jsonl").open("a") as f:
+            f.write(json.dumps({**provenance(), "resumed_from": self.checkpoint_steps()[-1] if resuming else None,
+                                "changed": changed}) + "\n")
+        return changed
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold this run directory for one training: a second one is refused, naming the first."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                with open(self.lock_path, "x") as f:
+                    json.dump(me, f)
+                break
+            except FileExistsError:
+                holder = _lock_holder(self.lock_path)
+                if holder is not None:
+                    raise RunLocked(f"{self.root} is being trained by process {holder.get('pid')} on "
+                                    f"{holder.get('host')} since {holder.get('since')}; wait for it to finish or use "
+                                    f"another run_dir (if no training runs there, delete {self.lock_path})") from None
+                self.lock_path.unlink(missing_ok=True)  # left by a process that no longer runs
+        try:
+            yield self
+        finally:
+            self.lock_path.unlink(missing_ok=True)
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of complete checkpoints, oldest first (temporary folders are ignored)."""
@@ -104,19 +170,6 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         steps = self.checkpoint_steps()
         return self.checkpoints / str(steps[-1]) if steps else None
-
-    def resolve_checkpoint(self, which: str | int = "latest") -> Path:
-        """``"latest"``, a step number, or a path -> the checkpoint folder (error if absent)."""
-        if which == "latest":
-            path = self.latest_checkpoint()
-            if path is None:
-                raise CheckpointError(f"no checkpoint in {self.checkpoints}")
-            return path
-        path = Path(str(which))
-        path = path if path.is_dir() else self.checkpoints / str(which)
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint {which} not found (have: {self.checkpoint_steps()})")
-        return path
 
     def log_metrics(self, step: int, **values) -> None:
         with self.metrics_path.open("a") as f:
@@ -131,6 +184,59 @@ class RunDir:
         """Drop metrics logged after ``after_step`` (they belong to work a resume will redo)."""
         rows = [r for r in self.read_metrics() if r["step"] <= after_step]
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """Dotted keys whose values differ between two config dicts: ``{"train.lr": (old, new)}``."""
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes.update(config_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changes[f"{prefix}{key}"] = (a, b)
+    return changes
+
+
+def provenance() -> dict:
+    """Who trained, with what: time, host, command, Python and package versions, the git revision."""
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(), "command": sys.argv,
+            "python": platform.python_version(), "versions": versions, "git": git_revision()}
+
+
+def git_revision() -> str | None:
+    """The source's git commit (with ``+dirty`` for local changes), or None outside a checkout."""
+    source = Path(__file__).resolve().parent
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "runs.py"], cwd=source, capture_output=True)
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        if tracked.returncode or rev.returncode:  # not a checkout of this code (e.g. installed inside another repo)
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _lock_holder(path: Path) -> dict | None:
+    """The holder of a lock file, or None when that process is gone (same host) or the file is unreadable."""
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return None
+        except (PermissionError, KeyError, ValueError, TypeError):
+            pass
+    return holder
 
 
 def rng_state() -> dict:

@@ -1,5 +1,5 @@
 """The training loop every stage shares: accelerate, AdamW, LR warm-up, EMA, checkpoints,
-exact resume, metrics, progress bar, and a stop with a clear message when the loss diverges.
+exact resume, metrics, progress bar, and a stop with a clear message when training diverges.
 
 A stage supplies a model, a dataset and a loss function; ``fit`` does the rest:
 
@@ -17,6 +17,7 @@ stream of per-epoch permutations, and rank ``r`` of ``W`` takes the r-th contigu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -27,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .config import TrainConfig
+from .config import TrainConfig, validated
 from .data import collate
 from .errors import TrainingDiverged
+from .progress import tqdm
 from .runs import RunDir, load_checkpoint, save_checkpoint
 
 
@@ -66,6 +67,21 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
+
+
+class DivergenceGuard:
+    """Tells when a finite loss has run away: its exponential moving average (``beta``) has risen
+    above ``factor`` times the lowest average seen. Single spikes are smoothed out; a loss that is
+    not positive (some self-distillation losses) is not judged."""
+
+    def __init__(self, factor: float, beta: float = 0.9):
+        self.factor, self.beta = factor, beta
+        self.average, self.lowest = None, math.inf
+
+    def ran_away(self, loss: float) -> bool:
+        self.average = loss if self.average is None else self.beta * self.average + (1 - self.beta) * loss
+        self.lowest = min(self.lowest, self.average)
+        return bool(self.factor) and 0 < self.lowest < self.average / self.factor
 
 
 class StreamSampler(torch.utils.data.Sampler):
@@ -166,12 +182,18 @@ def fit(
     ``state_dict``/``load_state_dict`` saved in checkpoints too (e.g. a loss's running centre).
     ``ema_decay`` overrides ``cfg.ema_decay`` with a number or a schedule ``step -> decay``.
     """
+    cfg = validated(cfg, "train")
     accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    with run.lock() if accelerator.is_main_process else contextlib.nullcontext():
+        if accelerator.is_main_process:
+            run.start(config, cfg.allow_changed)
+        accelerator.wait_for_everyone()
+        return _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn, ema_decay,
+                      extra_state or {}, desc)
+
+
+def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn, ema_decay, extra_state, desc):
     main = accelerator.is_main_process
-    if main:
-        run.create(config)
-    accelerator.wait_for_everyone()
-    extra_state = extra_state or {}
     ema = EMA(model, cfg.ema_decay if ema_decay is None else ema_decay, cfg.ema_warmup)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -199,10 +221,21 @@ def fit(
     batches = iter(loader)
     started = time.time()
     last_saved = step
+    guard = DivergenceGuard(cfg.divergence_factor)
     progress = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
+
+    def stop(what: str, at: int) -> None:
+        progress.close()
+        latest = run.latest_checkpoint()
+        raise TrainingDiverged(
+            f"{what} at step {at}; stopping. The last good checkpoint is {latest or '(none yet)'}: re-run with a lower "
+            "train.lr or with train.grad_clip" + (", allowing the change (e.g. train.allow_changed=[train.lr]), to "
+                                                  "resume from it" if latest else "") + ".")
 
     def checkpoint(at: int) -> None:
         nonlocal last_saved
+        if not (all_finite(model) and all_finite(ema.model)):
+            stop("the weights became NaN or infinite", at)  # never saved: the last checkpoint stays a good one
         accelerator.wait_for_everyone()
         if main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -216,16 +249,17 @@ def fit(
         with accelerator.autocast():
             loss, metrics = loss_fn(prepared_model, batch, info)
         if not torch.isfinite(loss.detach()).all():
-            progress.close()
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {step}; stopping. The last good checkpoint is "
-                f"{run.latest_checkpoint() or '(none yet)'}: lower train.lr or set train.grad_clip, then re-run to resume."
-            )
+            stop(f"the loss became {loss.item()}", step)
+        if guard.ran_away(loss.item()):
+            stop(f"the loss ran away (smoothed {guard.average:.4g}, over {cfg.divergence_factor:g}x its lowest "
+                 f"{guard.lowest:.4g})", step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.param_groups[0]["weight_decay"] = weight_decay_at(step, cfg)  # group 0: the matrices
-        if cfg.grad_clip:
-            metrics["grad_norm"] = float(accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.grad_clip))
+        # the total gradient norm, clipped to grad_clip when set (a factor of exactly 1 otherwise)
+        metrics["grad_norm"] = float(accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.grad_clip or math.inf))
+        if not math.isfinite(metrics["grad_norm"]) and accelerator.mixed_precision != "fp16":  # fp16: the scaler skips
+            stop(f"the gradient norm became {metrics['grad_norm']}", step)
         optimizer.step()
         scheduler.step()
         ema.update(accelerator.unwrap_model(prepared_model), step)
@@ -253,6 +287,11 @@ def fit(
             sample_fn(ema.model, step, run)
     accelerator.wait_for_everyone()
     return ema
+
+
+def all_finite(model: torch.nn.Module) -> bool:
+    """True when every parameter of ``model`` is finite."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def export_model(model: torch.nn.Module, run: RunDir) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from ..config import PositiveInt
 from ..errors import DataError
 from .emoji import EMOJI_FONT, EMOJI_TEST, load_emoji
 from .fashion import FASHION_CLASSES, FASHION_DIR, load_fashion_mnist
@@ -76,8 +78,8 @@ class DataConfig:
     """The ``data:`` section of a stage config."""
 
     dataset: str = "emoji"  # emoji, fashion-mnist, imagefolder:PATH, webdataset:PATTERN
-    size: int = 32
-    channels: int = 3  # 3 (RGB; grey images repeated) or 1 (grey)
+    size: PositiveInt = 32
+    channels: Literal[1, 3] = 3  # 3 (RGB; grey images repeated) or 1 (grey)
 
     def load(self, split: str = "train", **options):
         return load(self.dataset, size=self.size, split=split, channels=self.channels, **options)

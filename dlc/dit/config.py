@@ -20,25 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import TrainConfig, load_config
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability, TrainConfig, load_config
 from ..data import DataConfig
 from ..errors import CheckpointError
 from ..runs import RunDir
 from .diffusion import get_objective
 from .latents import make_latent_space
-from .model import DiT
+from .model import DIT_MODELS, DiT
 
 
 @dataclass
 class DiTModelConfig:
-    arch: str = "DiT-T/4"  # a name from dlc.dit.DIT_MODELS
+    arch: Literal[tuple(DIT_MODELS)] = "DiT-T/4"  # a name from dlc.dit.DIT_MODELS
 
 
 @dataclass
 class DiTDataConfig(DataConfig):
     """The ``data:`` section; ``size`` is the image size (also with latent shards: the VAE's input)."""
 
-    shuffle_buffer: int = 1000  # condition.kind=shards: samples are shuffled in a buffer of this size
+    shuffle_buffer: NonNegativeInt = 1000  # condition.kind=shards: samples are shuffled in a buffer of this size
 
 
 @dataclass
@@ -47,20 +47,20 @@ class ConditionConfig:
     codes: str | None = None  # kind=codes: the .npy for the training split
     # kind=codes: V, the encoder's vocabulary (default: largest value + 1); kind=shards: default from
     # the shards' encode.json
-    vocab_size: int | None = None
+    vocab_size: PositiveInt | None = None
     encoder: str | None = None  # kind=encoder: an encoder run or model directory
-    code_length: int = 32  # kind=random
-    random_vocab: int = 64  # kind=random
-    dropout: float = 0.1  # whole-code dropout, for classifier-free guidance
+    code_length: PositiveInt = 32  # kind=random
+    random_vocab: PositiveInt = 64  # kind=random
+    dropout: Probability = 0.1  # whole-code dropout, for classifier-free guidance
 
 
 @dataclass
 class SampleConfig:
     sampler: str | None = None  # None: the objective's default (flow: euler, ddpm: dpm)
-    steps: int = 50
-    guidance_scale: float = 1.0
-    guidance_channels: int | None = None  # None: all channels; 3 as in DiT's paper
-    num: int = 16
+    steps: PositiveInt = 50
+    guidance_scale: NonNegativeFloat = 1.0
+    guidance_channels: PositiveInt | None = None  # None: all channels; 3 as in DiT's paper
+    num: PositiveInt = 16
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
+from ..config import NonNegativeFloat, PositiveInt, TrainConfig
 from ..data import DataConfig, to_float
 from ..imageio import save_grid
 from ..runs import RunDir
@@ -29,9 +29,9 @@ class VAEModelConfig:
     """``AutoencoderKL`` arguments: each entry of ``block_out_channels`` after the first halves the size."""
 
     block_out_channels: tuple[int, ...] = (64, 128, 128)
-    latent_channels: int = 4
-    layers_per_block: int = 1
-    norm_num_groups: int = 32
+    latent_channels: PositiveInt = 4
+    layers_per_block: PositiveInt = 1
+    norm_num_groups: PositiveInt = 32
 
 
 @dataclass
@@ -39,8 +39,8 @@ class VAERunConfig:
     run_dir: str = "runs/emoji/vae"
     data: DataConfig = field(default_factory=DataConfig)
     model: VAEModelConfig = field(default_factory=VAEModelConfig)
-    kl_weight: float = 1e-6
-    sample_num: int = 16  # reconstructions in the sample grids
+    kl_weight: NonNegativeFloat = 1e-6
+    sample_num: PositiveInt = 16  # reconstructions in the sample grids
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, batch_size=32, warmup_steps=100))
 
 

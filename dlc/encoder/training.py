@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, TrainConfig
 from ..data import DataConfig, to_float
 from ..runs import RunDir
 from ..training import fit, seed_everything
@@ -37,10 +37,10 @@ class ModelConfig:
     backbone: str = "vit_tiny_patch16_224"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str = ""  # "": random init; "timm": the backbone's public weights; else a weights file
-    image_size: int = 32
-    input_size: int | None = None
-    code_length: int = 32
-    vocab_size: int = 64
+    image_size: PositiveInt = 32
+    input_size: PositiveInt | None = None
+    code_length: PositiveInt = 32
+    vocab_size: PositiveInt = 64
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -49,37 +49,37 @@ class ModelConfig:
 class CropConfig:
     """Multi-crop augmentation, done in batches on the training device (``multicrop``)."""
 
-    global_size: int = 32
-    global_scale: tuple[float, float] = (0.32, 1.0)
-    local_crops: int = 4
-    local_size: int = 16
-    local_scale: tuple[float, float] = (0.05, 0.32)
+    global_size: PositiveInt = 32
+    global_scale: tuple[Probability, Probability] = (0.32, 1.0)
+    local_crops: NonNegativeInt = 4
+    local_size: PositiveInt = 16
+    local_scale: tuple[Probability, Probability] = (0.05, 0.32)
     flip: bool = True
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    grayscale_prob: float = 0.2
+    jitter_prob: Probability = 0.8
+    brightness: NonNegativeFloat = 0.4
+    contrast: NonNegativeFloat = 0.4
+    saturation: NonNegativeFloat = 0.2
+    grayscale_prob: Probability = 0.2
 
 
 @dataclass
 class SSLConfig:
     """Self-distillation: heads, temperatures, loss weights and the teacher's momentum."""
 
-    head_hidden: int = 512
-    head_bottleneck: int = 128
-    prototypes: int = 1024
-    student_temp: float = 0.1
-    teacher_temp: tuple[float, float] = (0.04, 0.07)  # warm-up from the first to the second
-    teacher_temp_warmup: float = 0.3  # fraction of the steps
-    center_momentum: float = 0.9
-    momentum: tuple[float, float] = (0.992, 1.0)  # the teacher's EMA, cosine from first to second
-    sem_tau: float = 1.0
-    dino_weight: float = 1.0
-    koleo_weight: float = 0.1
-    ibot_weight: float = 0.0  # > 0 turns on the masked-patch loss (and the encoder's mask token)
-    mask_prob: float = 0.5  # fraction of global crops that are masked
-    mask_ratio: tuple[float, float] = (0.1, 0.5)  # of the patches of a masked crop
+    head_hidden: PositiveInt = 512
+    head_bottleneck: PositiveInt = 128
+    prototypes: PositiveInt = 1024
+    student_temp: PositiveFloat = 0.1
+    teacher_temp: tuple[PositiveFloat, PositiveFloat] = (0.04, 0.07)  # warm-up from the first to the second
+    teacher_temp_warmup: Probability = 0.3  # fraction of the steps
+    center_momentum: Probability = 0.9
+    momentum: tuple[Probability, Probability] = (0.992, 1.0)  # the teacher's EMA, cosine from first to second
+    sem_tau: PositiveFloat = 1.0
+    dino_weight: NonNegativeFloat = 1.0
+    koleo_weight: NonNegativeFloat = 0.1
+    ibot_weight: NonNegativeFloat = 0.0  # > 0 turns on the masked-patch loss (and the encoder's mask token)
+    mask_prob: Probability = 0.5  # fraction of global crops that are masked
+    mask_ratio: tuple[Probability, Probability] = (0.1, 0.5)  # of the patches of a masked crop
 
 
 @dataclass

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..codes import check_codes, load_codes, resolve_codes, save_codes
-from ..config import TrainConfig
+from ..config import NonNegativeFloat, PositiveInt, Probability, TrainConfig
 from ..errors import ConfigError
 from ..eval.codes import code_statistics
 from ..runs import RunDir
 from ..training import fit, seed_everything
-from .model import CodePrior, create_prior, elbo_weight, mask_prob
+from .model import PRIOR_SIZES, CodePrior, create_prior, elbo_weight, mask_prob
 
 LN2 = math.log(2.0)
 
@@ -86,10 +87,10 @@ class CodeDataConfig:
     """The ``data:`` section: where the training codes come from."""
 
     codes: str = "runs/emoji/codes/train.npy"  # .npy (N, L) uint16 | webdataset:PATTERN | synthetic:NAME
-    holdout: float = 0.05  # fraction of stored codes held out (fixed permutation, seed 0) for bits/token
+    holdout: Probability = 0.05  # fraction of stored codes held out (fixed permutation, seed 0) for bits/token
     eval_codes: str | None = None  # a held-out .npy (default for shards, which have no holdout)
-    eval_max: int = 2048  # held-out codes scored per evaluation
-    synthetic_num: int = 4096  # synthetic:markov and synthetic:random: number of codes
+    eval_max: PositiveInt = 2048  # held-out codes scored per evaluation
+    synthetic_num: PositiveInt = 4096  # synthetic:markov and synthetic:random: number of codes
 
 
 class CodeDataset(torch.utils.data.Dataset):
@@ -116,20 +117,20 @@ def split_holdout(codes: torch.Tensor, fraction: float) -> tuple[torch.Tensor, t
 
 @dataclass
 class PriorModelConfig:
-    size: str = "tiny"  # a name from PRIOR_SIZES
-    code_length: int | None = None  # L; None: from the codes
-    vocab_size: int | None = None  # V; None: the largest stored value + 1 (set it to the encoder's V)
+    size: Literal[tuple(PRIOR_SIZES)] = "tiny"  # a name from PRIOR_SIZES
+    code_length: PositiveInt | None = None  # L; None: from the codes
+    vocab_size: PositiveInt | None = None  # V; None: the largest stored value + 1 (set it to the encoder's V)
     rotary: bool = True
     time_conditioning: bool = True
-    noise_eps: float = 1e-3
+    noise_eps: Probability = 1e-3
 
 
 @dataclass
 class PriorSampleConfig:
-    steps: int = 128
-    temperature: float = 1.0
-    eta: float = 0.0
-    num: int = 256
+    steps: PositiveInt = 128
+    temperature: NonNegativeFloat = 1.0
+    eta: Probability = 0.0
+    num: PositiveInt = 256
 
 
 @dataclass
@@ -193,6 +194,6 @@ def train(config: PriorRunConfig) -> RunDir:
 
     if train_codes is not None and len(heldout) and run.latest_checkpoint() is None:
         base = unigram_bits(train_codes, heldout, model.config.vocab_size)
-        run.create(config).log_metrics(0, unigram_bits=base["bits"], unigram_alpha=base["alpha"])
+        run.create().log_metrics(0, unigram_bits=base["bits"], unigram_alpha=base["alpha"])  # config: fit writes it
     fit(run, config.train, model, dataset, loss_fn, config=config, sample_fn=evaluate, desc="train prior")
     return run

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 
 from ..codes import resolve_codes
-from ..config import TrainConfig
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, TrainConfig
 from ..data import DataConfig, to_float
 from ..data.holdout import is_heldout
 from ..errors import ConfigError
@@ -28,10 +28,10 @@ class TextCodesConfig:
 
     source: Literal["codes", "encoder", "synthetic"] = "codes"
     codes: str | None = None  # source=codes: .npy uint16 (N, L), row i = image i of data.load("train")
-    vocab_size: int | None = None  # source=codes: V (default: largest value + 1)
+    vocab_size: PositiveInt | None = None  # source=codes: V (default: largest value + 1)
     encoder: str | None = None  # source=encoder: a DLCEncoder run or model folder (frozen, codes on the fly)
-    code_length: int = 16  # source=synthetic
-    synthetic_vocab: int = 64  # source=synthetic
+    code_length: PositiveInt = 16  # source=synthetic
+    synthetic_vocab: PositiveInt = 64  # source=synthetic
     holdout: bool = True  # leave out the held-out compositional emoji (dlc.holdout)
 
 
@@ -39,27 +39,27 @@ class TextCodesConfig:
 class TextModelConfig:
     kind: Literal["scratch", "hf"] = "scratch"
     tokenizer: str = "auto"  # scratch: auto (MiniLM WordPiece if installed, else bytes), minilm, bytes, a path
-    max_text_length: int = 24
-    width: int = 256
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
+    max_text_length: PositiveInt = 24
+    width: PositiveInt = 256
+    depth: PositiveInt = 4
+    heads: PositiveInt = 4
+    mlp_ratio: PositiveFloat = 4.0
+    dropout: Probability = 0.0
     pretrained: str | None = None  # hf: a model name or folder, e.g. GSAI-ML/LLaDA-8B-Base
     model_class: str = "AutoModel"  # hf: the transformers class that loads it
     trust_remote_code: bool = False
     torch_dtype: str | None = None  # hf: e.g. bfloat16
-    lora_rank: int = 0  # hf: 0 = full fine-tune (the paper)
+    lora_rank: NonNegativeInt = 0  # hf: 0 = full fine-tune (the paper)
 
 
 @dataclass
 class TextSampleConfig:
     prompts: list[str] = field(default_factory=lambda: ["red apple", "grinning face", "woman firefighter"])
-    num_per_prompt: int = 4
-    steps: int = 16
-    temperature: float = 0.2
+    num_per_prompt: PositiveInt = 4
+    steps: PositiveInt = 16
+    temperature: NonNegativeFloat = 0.2
     remasking: Literal["low_confidence", "random"] = "low_confidence"
-    guidance_scale: float = 0.0
+    guidance_scale: NonNegativeFloat = 0.0
 
 
 @dataclass
