@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from dlc.convert import convert_dit, dit_pipeline
 from dlc.errors import CheckpointError
-from dlc.pipeline import DLCPipeline
+from dlc.pipeline import DLCPipeline, code_seed
 
 # ---- the DiT -----------------------------------------------------------------------------------
 
@@ -349,17 +349,210 @@ def test_encoder_converter_errors_name_the_key():
         convert_encoder(dinov2_sem_state(), num_heads=E_HEADS)
 
 
+# ---- the SEDD prior ----------------------------------------------------------------------------
+
+S_WIDTH, S_HEADS, S_COND, S_DEPTH = 32, 2, 16, 2
+
+
+def sedd_config(length=L, tokens=V):
+    return {"tokens": tokens, "graph": {"type": "absorb"}, "noise": {"type": "loglinear"},
+            "model": {"name": "tiny", "type": "ddit", "hidden_size": S_WIDTH, "cond_dim": S_COND, "length": length,
+                      "n_blocks": S_DEPTH, "n_heads": S_HEADS, "scale_by_sigma": True, "dropout": 0.1,
+                      "shared_embedding": True}}
+
+
+def sedd_state(seed=0, length=L, tokens=V):
+    """A SEDD (DDiT, absorbing: V+1 outputs) state dict with random values."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.2
+
+    D, C, K = S_WIDTH, S_COND, tokens + 1
+    head_dim = D // S_HEADS
+    sd = {"vocab_embed.embedding": r(K, D), "pos_embed": r(length, D),
+          "sigma_map.mlp.0.weight": r(C, 256), "sigma_map.mlp.0.bias": r(C), "sigma_map.mlp.2.weight": r(C, C),
+          "sigma_map.mlp.2.bias": r(C), "rotary_emb.inv_freq": 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim),
+          "output_layer.norm_final.weight": 1 + r(D), "output_layer.linear.weight": r(K, D),
+          "output_layer.linear.bias": r(K), "output_layer.adaLN_modulation.weight": r(2 * D, C),
+          "output_layer.adaLN_modulation.bias": r(2 * D)}
+    for i in range(S_DEPTH):
+        b = f"blocks.{i}."
+        sd |= {b + "norm1.weight": 1 + r(D), b + "attn_qkv.weight": r(3 * D, D), b + "attn_out.weight": r(D, D),
+               b + "norm2.weight": 1 + r(D), b + "mlp.0.weight": r(4 * D, D), b + "mlp.0.bias": r(4 * D),
+               b + "mlp.2.weight": r(D, 4 * D), b + "mlp.2.bias": r(D), b + "adaLN_modulation.weight": r(6 * D, C),
+               b + "adaLN_modulation.bias": r(6 * D)}
+    return sd
+
+
+def reference_sedd(sd, x, sigma, tokens=V):
+    """SEDD's DDiT forward from the equations: c = SiLU(MLP(sinusoid(sigma))); adaLN-Zero blocks
+    around weight-only LayerNorms; rotary on q, k with channel k paired with k + Dh/2 (cos/sin of
+    cat(freqs, freqs)); log score shifted by -log(e^sigma - 1) - log V; 0 at the current token."""
+    B, N = x.shape
+    D, H = S_WIDTH, S_HEADS
+    Dh = D // H
+    freqs = torch.exp(-math.log(10000) * torch.arange(128) / 128)
+    args = sigma[:, None] * freqs[None]
+    c = F.linear(F.silu(F.linear(torch.cat([args.cos(), args.sin()], -1), sd["sigma_map.mlp.0.weight"],
+                                 sd["sigma_map.mlp.0.bias"])), sd["sigma_map.mlp.2.weight"], sd["sigma_map.mlp.2.bias"])
+    c = F.silu(c)
+    h = sd["vocab_embed.embedding"][x] + sd["pos_embed"]
+    emb = torch.arange(N)[:, None].float() * sd["rotary_emb.inv_freq"][None]
+    cos, sin = torch.cat([emb, emb], -1).cos(), torch.cat([emb, emb], -1).sin()  # (N, Dh)
+
+    def rot(z):  # (B, N, H, Dh)
+        half = torch.cat([-z[..., Dh // 2:], z[..., : Dh // 2]], -1)
+        return z * cos[None, :, None] + half * sin[None, :, None]
+
+    def ln(z, w):
+        return F.layer_norm(z, (D,)) * w
+
+    for i in range(S_DEPTH):
+        b = f"blocks.{i}."
+        s1, sc1, g1, s2, sc2, g2 = F.linear(c, sd[b + "adaLN_modulation.weight"], sd[b + "adaLN_modulation.bias"]).chunk(6, 1)
+        a = ln(h, sd[b + "norm1.weight"]) * (1 + sc1[:, None]) + s1[:, None]
+        q, k, v = (a @ sd[b + "attn_qkv.weight"].T).reshape(B, N, 3, H, Dh).unbind(2)
+        q, k = rot(q), rot(k)
+        w = torch.softmax(torch.einsum("bnhd,bmhd->bhnm", q, k) / math.sqrt(Dh), -1)
+        h = h + g1[:, None] * (torch.einsum("bhnm,bmhd->bnhd", w, v).reshape(B, N, D) @ sd[b + "attn_out.weight"].T)
+        m = ln(h, sd[b + "norm2.weight"]) * (1 + sc2[:, None]) + s2[:, None]
+        m = F.linear(F.gelu(F.linear(m, sd[b + "mlp.0.weight"], sd[b + "mlp.0.bias"]), approximate="tanh"),
+                     sd[b + "mlp.2.weight"], sd[b + "mlp.2.bias"])
+        h = h + g2[:, None] * m
+    shift, scale = F.linear(c, sd["output_layer.adaLN_modulation.weight"], sd["output_layer.adaLN_modulation.bias"]).chunk(2, 1)
+    out = F.linear(ln(h, sd["output_layer.norm_final.weight"]) * (1 + scale[:, None]) + shift[:, None],
+                   sd["output_layer.linear.weight"], sd["output_layer.linear.bias"])
+    out = out - torch.expm1(sigma).log()[:, None, None] - math.log(tokens)
+    return out.scatter(-1, x[..., None], 0.0)
+
+
+def save_sedd_folder(folder, sd, config):
+    import json
+
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(sd, folder / "model.safetensors")
+    return folder
+
+
+def test_converted_sedd_matches_the_reference_score_network(tmp_path):
+    from dlc.convert import convert_prior
+
+    sd = sedd_state()
+    prior = convert_prior(save_sedd_folder(tmp_path / "sedd", sd, sedd_config()))
+    x = torch.tensor([[V, V, V], [0, V, 4], [2, 3, 1]])
+    sigma = torch.tensor([6.9, 1.2, 0.01])
+    got = prior(x, sigma)
+    assert got.shape == (3, L, V + 1)
+    torch.testing.assert_close(got, reference_sedd(sd, x, sigma), rtol=1e-4, atol=1e-4)
+    c = prior.config
+    assert (c.code_length, c.vocab_size, c.num_heads, c.cond_dim, c.depth) == (L, V, S_HEADS, S_COND, S_DEPTH)
+
+
+def test_sedd_converter_checks_the_config_against_the_weights(tmp_path):
+    from dlc.convert import convert_prior
+
+    config = sedd_config()
+    config["model"]["n_heads"] = 4
+    with pytest.raises(CheckpointError, match="num_heads = 4, the weights have 2"):
+        convert_prior(save_sedd_folder(tmp_path / "a", sedd_state(), config))
+    config = sedd_config() | {"graph": {"type": "uniform"}}
+    with pytest.raises(CheckpointError, match="only the absorbing graph"):
+        convert_prior(save_sedd_folder(tmp_path / "b", sedd_state(), config))
+    sd = sedd_state()
+    del sd["blocks.1.attn_out.weight"]
+    with pytest.raises(CheckpointError, match=r"'blocks\.1\.attn_out\.weight' \(32, 32\) has no source"):
+        convert_prior(save_sedd_folder(tmp_path / "c", sd, sedd_config()))
+
+
+def test_sedd_analytic_step_is_the_staggered_score_times_the_transposed_transition():
+    """SEDD's Tweedie step: p = stag(score) * exp(dsigma Q)^T[x], stag = e^d score with
+    (1 - e^d) sum(score) added at the mask, for the absorbing graph."""
+    from dlc.prior.sedd import step_probs
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([[V, 1, V, 0]])
+    score = torch.rand(1, 4, V + 1, generator=g) * 0.5
+    score = score.scatter(-1, x[..., None], 1.0)
+    d = 0.05
+    stag = score * math.exp(d)
+    stag[..., V] += (1 - math.exp(d)) * score.sum(-1)
+    trans = math.exp(-d) * F.one_hot(x, V + 1).float() + (x == V).float()[..., None] * (1 - math.exp(-d))
+    torch.testing.assert_close(step_probs(score, x, d, V), stag * trans)
+
+
+def test_sedd_remasking_corrector_moves_eta_of_the_top_outcome_to_the_mask():
+    from dlc.prior.sedd import remasked
+
+    probs = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.1, 0.6, 0.0, 0.3], [0.1, 0.1, 0.0, 0.8]]])  # V = 3
+    got = remasked(probs, eta=0.1)
+    want = torch.tensor([[[0.0, 0.9, 0.0, 0.1], [0.1, 0.6 - 0.07, 0.0, 0.37], [0.1, 0.1, 0.0, 0.82]]])
+    torch.testing.assert_close(got, want)
+
+
+def exact_score_prior(p0):
+    """A SEDDPrior whose score is the true one of i.i.d. tokens with law p0: s_j = p0_j / (e^sigma - 1)
+    (with scale_by_sigma: zero output weights and output bias log(V p0_j))."""
+    from dlc.prior import SEDDPrior
+
+    prior = SEDDPrior(code_length=4, vocab_size=len(p0), hidden_size=16, cond_dim=8, depth=1, num_heads=2).eval()
+    with torch.no_grad():
+        prior.output_layer.linear.weight.zero_()
+        prior.output_layer.linear.bias.copy_(torch.log(len(p0) * torch.cat([p0, torch.ones(1)])))
+    return prior
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.05])
+def test_sedd_sampler_draws_the_law_of_the_true_score(eta):
+    p0 = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    codes = exact_score_prior(p0).sample(500, seed=0, steps=16, eta=eta, window=(0.3, 0.9))
+    assert codes.shape == (500, 4) and int(codes.max()) < 4
+    freq = torch.bincount(codes.flatten(), minlength=4).float() / codes.numel()
+    assert (freq - p0).abs().max() < 0.04, freq
+
+
+def test_sedd_sampler_seeds_per_sample_and_defaults_to_the_papers_steps():
+    import inspect
+
+    from dlc.prior import SEDDPrior
+
+    prior = SEDDPrior(code_length=6, vocab_size=7, hidden_size=16, cond_dim=8, depth=1, num_heads=2).eval()
+    both = prior.sample(4, seed=3, steps=8, eta=0.02)
+    assert torch.equal(prior.sample(2, seed=3, steps=8, eta=0.02, start_index=2), both[2:])
+    assert not torch.equal(both[0], both[1])
+    assert inspect.signature(SEDDPrior.sample).parameters["steps"].default == 4096
+    with pytest.raises(ValueError, match="no temperature"):
+        prior.sample(1, steps=2, temperature=0.5)
+
+
 # ---- the whole converted pipeline ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def full_folder(tmp_path_factory):
-    from dlc.convert import add_encoder
+    from dlc.convert import add_encoder, add_prior
 
     out = tmp_path_factory.mktemp("dlc512")
     dit_pipeline(ditsem_state(), out, vae=tiny_vae(), num_heads=HEADS)
     add_encoder(dinov2_sem_state(code_shape=(L, V)), out, num_heads=E_HEADS, image_size=E_IMAGE, input_size=E_INPUT)
+    add_prior(save_sedd_folder(out.parent / "sedd", sedd_state(), sedd_config()), out)
     return out
+
+
+def test_converted_pipeline_samples_codes_with_the_sedd_prior_then_images(full_folder):
+    from dlc.pipeline import PriorSampling
+    from dlc.prior import SEDDPrior
+
+    pipe = DLCPipeline.from_pretrained(full_folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.prior, SEDDPrior)
+    out = pipe(num_images=3, prior_sampling=PriorSampling(steps=6, eta=0.01), num_inference_steps=2,
+               output_type="np", generator=torch.Generator().manual_seed(1))
+    assert out.codes.shape == (3, L) and int(out.codes.max()) < V and out.images.shape == (3, 16, 16, 3)
+    assert torch.equal(out.codes, pipe.prior.sample(3, seed=code_seed(1), steps=6, eta=0.01))
 
 
 def test_converted_pipeline_encodes_composes_and_regenerates_images(full_folder):
@@ -395,3 +588,15 @@ def test_convert_cli_adds_the_encoder_to_the_pipeline_folder(tmp_path, capsys):
                  str(E_HEADS), "--image-size", str(E_IMAGE), "--input-size", str(E_INPUT)]) == 0
     assert "2 registers, codes L=3 V=5" in capsys.readouterr().out
     assert DLCPipeline.from_pretrained(tmp_path).encoder.config.input_size == E_INPUT
+
+
+def test_convert_cli_adds_the_sedd_prior(tmp_path, capsys):
+    from dlc.cli import main
+
+    dit_pipeline(ditsem_state(), tmp_path / "out", vae=tiny_vae(), num_heads=HEADS)
+    source = save_sedd_folder(tmp_path / "DLC_SEDD", sedd_state(), sedd_config())
+    assert main(["convert", "prior", str(source), str(tmp_path / "out")]) == 0
+    assert "codes L=3 V=5" in capsys.readouterr().out
+    wrong = save_sedd_folder(tmp_path / "L4", sedd_state(length=4), sedd_config(length=4))
+    assert main(["convert", "prior", str(wrong), str(tmp_path / "out")]) == 1
+    assert "length 4 over 5 values" in capsys.readouterr().err

@@ -50,6 +50,17 @@ def register(sub) -> None:
                      help="images are resized to this, then centre-cropped to --image-size (default: %(default)s)")
     enc.set_defaults(func=run_encoder)
 
+    prior = parts.add_parser(
+        "prior", help="the SEDD code prior, added to OUT",
+        description="Convert the authors' SEDD folder (config.json + model.safetensors or pytorch_model.bin, as "
+        "PyTorchModelHubMixin saves it; absorbing graph, log-linear noise) into a 'sedd' prior and add it to "
+        "OUT. Its sampler is SEDD's analytic step (4,096 steps in the paper) with the authors' remasking "
+        "corrector. Example: dlc convert prior DLC_SEDD_L512 dlc512",
+    )
+    prior.add_argument("source", help="the SEDD folder")
+    prior.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
+    prior.set_defaults(func=run_prior)
+
 
 def run_dit(args) -> int:
     from ..convert import dit_pipeline
@@ -70,4 +81,13 @@ def run_encoder(args) -> int:
     kw = enc.config.backbone_kwargs
     print(f"encoder: ViT depth {kw['depth']}, width {kw['embed_dim']}, patch {kw['patch_size']}, {kw['reg_tokens']} "
           f"registers, codes L={enc.config.code_length} V={enc.config.vocab_size} -> {args.out}/encoder")
+    return 0
+
+
+def run_prior(args) -> int:
+    from ..convert import add_prior
+
+    c = add_prior(args.source, args.out).config
+    print(f"prior: SEDD depth {c.depth}, width {c.hidden_size}, codes L={c.code_length} V={c.vocab_size} "
+          f"-> {args.out}/prior")
     return 0

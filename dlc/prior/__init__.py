@@ -22,6 +22,9 @@ eta (1 - m_t) and every already-decoded token goes back to the mask with probabi
 the expected masked fraction on schedule. Sample i depends only on (seed, i): all noise comes from
 ``dlc.seeding.SampleRNG`` with a fixed number of draws per step.
 
+``SEDDPrior`` (``dlc.prior.sedd``) is the authors' released prior: SEDD's score network and its
+analytic sampler, converted with ``dlc convert prior``; the pipeline holds either kind.
+
 Training data (``data.codes``): a stored ``.npy`` (N, L) uint16, ``webdataset:PATTERN`` shards with
 ``code.npy``, or ``synthetic:NAME`` (see ``SYNTHETIC``; structured codes to develop with before an
 encoder exists). Bits per token on held-out codes: the first ``data.holdout`` fraction of a fixed
@@ -33,5 +36,6 @@ from diffusers import ConfigMixin, ModelMixin  # noqa: F401  diffusers' pipeline
 
 from .model import PRIOR_SIZES, CodePrior, create_prior, load_prior, mask_prob
 from .sampling import sample_codes
+from .sedd import SEDDPrior
 
-__all__ = ["PRIOR_SIZES", "CodePrior", "create_prior", "load_prior", "mask_prob", "sample_codes"]
+__all__ = ["PRIOR_SIZES", "CodePrior", "SEDDPrior", "create_prior", "load_prior", "mask_prob", "sample_codes"]
