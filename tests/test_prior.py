@@ -147,8 +147,9 @@ def test_remasking_keeps_the_masked_fraction_on_schedule(m_t, m_s, eta):
 
 def test_sampler_rejects_bad_settings():
     model = tiny()
-    for kwargs in ({"steps": 0}, {"temperature": 0.0}, {"eta": 1.0}):
-        with pytest.raises(ValueError):
+    for kwargs in ({"steps": 0}, {"temperature": 0.0}, {"temperature": float("nan")}, {"eta": 1.0},
+                   {"eta": float("nan")}):
+        with pytest.raises(ConfigError):  # one line at the command line, not a traceback
             model.sample(2, **kwargs)
 
 

@@ -161,3 +161,14 @@ def test_every_stage_rejects_an_unknown_architecture_and_a_nan_temperature_in_on
         replace(STAGES["dit"].load_config("emoji"), **{"model.arch": "DiT-Q/9"})
     with pytest.raises(ConfigError, match="sample.temperature: expected a finite number"):
         replace(STAGES["prior"].load_config("emoji"), **{"sample.temperature": float("nan")})
+
+
+def test_float_codes_are_refused_not_truncated(tmp_path):
+    import numpy as np
+
+    from dlc.codes import load_codes
+    from dlc.errors import CodeError
+
+    np.save(tmp_path / "codes.npy", np.array([[5.5, 1.0], [2.0, 3.0]]))
+    with pytest.raises(CodeError, match="float64 values; codes are integers"):
+        load_codes(tmp_path / "codes.npy")

@@ -216,3 +216,10 @@ def test_training_with_codes_from_a_frozen_encoder(tmp_path):
     assert (model.config.code_length, model.config.vocab_size) == (6, 10)
     codes = model.generate(["red apple"], 2, steps=3)
     assert codes.shape == (2, 6) and codes.max() < 10
+
+
+def test_a_nan_temperature_is_refused_not_taken_as_greedy():
+    from dlc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="temperature must be a finite number"):
+        tiny_model().generate(["red apple"], temperature=float("nan"), steps=2)

@@ -35,6 +35,8 @@ def load_codes(path: str | Path, code_length: int | None = None, vocab_size: int
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise CodeError(f"codes file {path} is not a readable .npy array: {e}") from e
+    if array.dtype.kind not in "iu":  # never cast first: 5.5 would silently become 5
+        raise CodeError(f"codes file {path} holds {array.dtype} values; codes are integers (token indices)")
     codes = check_codes(torch.from_numpy(array.astype(np.int64)), code_length, vocab_size, what=f"codes in {path}")
     if rows is not None and len(codes) != rows:
         raise CodeError(f"codes file {path} has {len(codes)} rows but the dataset has {rows} images "

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from ..codes import check_codes
+from ..errors import ConfigError
 from ..progress import tqdm
 from ..seeding import SampleRNG, Seed, categorical, seed_slice
 from .model import CodePrior, mask_prob
@@ -33,11 +35,11 @@ def sample_codes(model: CodePrior, num: int, seed: Seed = 0, steps: int = 128, t
     (seed, start_index + i), or on (seed, indices[i]) when ``indices`` are given (``seed`` may be one
     seed per sample). ``eta`` > 0 turns on the remasking corrector for t inside ``window``."""
     if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive; got {temperature}")
+        raise ConfigError(f"prior steps must be at least 1; got {steps}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"prior temperature must be a finite number > 0; got {temperature}")
     if not 0.0 <= eta < 1.0:
-        raise ValueError(f"eta must be in [0, 1); got {eta}")
+        raise ConfigError(f"prior eta must be in [0, 1); got {eta}")
     batch_size = batch_size or num
     indices = list(range(start_index, start_index + num) if indices is None else indices)
     out = []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,8 @@ def generate_codes(logits_fn: Callable, layout: TokenLayout, text_ids: list[list
     random remasking order), so sample i depends only on (seed, i)."""
     if remasking not in REMASKING:
         raise ConfigError(f"remasking={remasking!r}: expected one of {sorted(REMASKING)}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"text temperature must be a finite number >= 0 (0: greedy); got {temperature}")
     L, V, lo = layout.code_length, layout.code_vocab, layout.code_offset
     ids, padding = build_sequences(layout, None, text_ids, text_length)
     ids, padding = ids.to(device), padding.to(device)
