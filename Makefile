@@ -30,15 +30,28 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory debian-packages
 	touch $(STAMP)
 
-# The offline datasets come from Debian packages; installed here when we are root or have sudo,
-# otherwise `dlc data list` says exactly what to install.
+# Debian packages, installed when we are root or have sudo; otherwise a note says what to ask for.
+# $(call apt-install,PACKAGES)
+define apt-install
+	@if dpkg -s $(1) >/dev/null 2>&1; then true; \
+	elif [ "$$(id -u)" = 0 ]; then (apt-get update -qq || true) && apt-get install -y -qq $(1); \
+	elif sudo -n true 2>/dev/null; then (sudo apt-get update -qq || true) && sudo apt-get install -y -qq $(1); \
+	else echo "NOTE: cannot install $(1) (not root, no sudo): ask an admin to 'apt-get install $(1)'"; fi
+endef
+
+# The offline datasets come from Debian packages; without them `dlc data list` says what to install.
 DEB_PACKAGES := fonts-noto-color-emoji unicode-data dataset-fashion-mnist
 .PHONY: debian-packages
 debian-packages:
-	@if dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then true; \
-	elif [ "$$(id -u)" = 0 ]; then (apt-get update -qq || true) && apt-get install -y -qq $(DEB_PACKAGES); \
-	elif sudo -n true 2>/dev/null; then (sudo apt-get update -qq || true) && sudo apt-get install -y -qq $(DEB_PACKAGES); \
-	else echo "NOTE: cannot install $(DEB_PACKAGES) (not root, no sudo): ask an admin to 'apt-get install $(DEB_PACKAGES)'"; fi
+	$(call apt-install,$(DEB_PACKAGES))
+
+# Opens the demo's report in headless Chromium (Debian's chromium) at a phone's size: every picture
+# must load and every table render; writes a full-page screenshot beside it (report-phone.png).
+REPORT ?= runs/demo/report.html
+.PHONY: report-check
+report-check: install
+	$(call apt-install,chromium)
+	$(PY) -m dlc.report $(REPORT)
 
 data: install
 	$(VENV)/bin/dlc data prepare emoji

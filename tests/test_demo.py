@@ -25,7 +25,7 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     assert (out / "prior" / "model").is_dir() and (out / "text" / "model").is_dir()  # trained side by side
 
     html = (out / "report.html").read_text()
-    pictures = re.findall(r'<img src="([^"]+)"', html)
+    pictures = re.findall(r'<img data-file="([^"]+)" src="data:image/png;base64,', html)  # embedded
     assert {"report/real.png", "report/reconstructions.png", "report/prior_samples.png", "report/compositions.png",
             "report/text_train.png", "report/text_heldout.png", "report/losses.png"} <= set(pictures)
     assert all((out / p).stat().st_size > 1000 for p in pictures)
