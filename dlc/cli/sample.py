@@ -88,7 +88,9 @@ def register(sub) -> None:
 def load_pipeline(path: str, device: str, trust_remote_code: bool = False):
     from ..pipeline import DLCPipeline
 
-    return DLCPipeline.from_pretrained(path, trust_remote_code=trust_remote_code).to(resolve_device(device))
+    pipe = DLCPipeline.from_pretrained(path, trust_remote_code=trust_remote_code).to(resolve_device(device))
+    pipe.set_progress_bar_config(leave=False)  # a bar per call, cleared after it: the samples' bar stays
+    return pipe
 
 
 def process_state():
