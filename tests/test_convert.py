@@ -528,6 +528,77 @@ def test_sedd_sampler_seeds_per_sample_and_defaults_to_the_papers_steps():
         prior.sample(1, steps=2, temperature=0.5)
 
 
+# ---- the text-and-code LLaDA ---------------------------------------------------------------------
+
+
+def authors_text_folder(folder, vocab_size=V, favoured_code=None):
+    """A tiny random masked LM saved in the authors' layout: <|start_sem|> added as the sep token, then
+    V tokens <|sem_vocab_i|>, embeddings resized. ``favoured_code``: its output bias makes that code's
+    token win everywhere (to see which id is read as which code)."""
+    import transformers
+    from tokenizers import AddedToken
+
+    from dlc.text.tokenizers import minilm_tokenizer_path
+
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_tokenizer_path())
+    tok.add_special_tokens({"sep_token": "<|start_sem|>"})
+    tok.add_tokens([AddedToken(f"<|sem_vocab_{i}|>", single_word=True, normalized=False) for i in range(vocab_size)])
+    config = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    lm = transformers.BertForMaskedLM(config)
+    if favoured_code is not None:
+        with torch.no_grad():
+            lm.cls.predictions.bias[tok.convert_tokens_to_ids(f"<|sem_vocab_{favoured_code}|>")] = 50.0
+    lm.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, tok
+
+
+def test_converted_text_model_reads_the_authors_token_ids_and_sequence_layout(tmp_path):
+    from dlc.convert import add_text
+
+    dit_pipeline(ditsem_state(), tmp_path / "out", vae=tiny_vae(), num_heads=HEADS)
+    source, tok = authors_text_folder(tmp_path / "llada", favoured_code=2)
+    add_text(source, tmp_path / "out", max_text_length=16)
+    text = DLCPipeline.from_pretrained(tmp_path / "out").text_model
+    sep = tok.convert_tokens_to_ids("<|start_sem|>")
+    assert (text.layout.sep_id, text.layout.code_offset, text.layout.code_vocab) == (sep, sep + 1, V)
+    seen = []
+    forward = text.lm.forward
+    text.lm.forward = lambda input_ids, **kw: seen.append(input_ids.clone()) or forward(input_ids=input_ids, **kw)
+    codes = text.generate(["a red apple"], seed=0, steps=L)
+    assert torch.equal(codes, torch.full((1, L), 2))  # token <|sem_vocab_2|> is code 2
+    caption = tok("a red apple", add_special_tokens=False)["input_ids"]
+    ids = seen[0][0].tolist()  # [masks][<|start_sem|>][prompt][padding]
+    assert ids[: L + 1 + len(caption)] == [tok.mask_token_id] * L + [sep] + caption
+    assert set(ids[L + 1 + len(caption):]) == {tok.pad_token_id}
+
+
+def test_converted_pipeline_turns_a_prompt_into_codes_and_images(tmp_path):
+    from dlc.convert import add_text
+    from dlc.pipeline import TextSampling
+
+    dit_pipeline(ditsem_state(), tmp_path / "out", vae=tiny_vae(), num_heads=HEADS)
+    add_text(authors_text_folder(tmp_path / "llada")[0], tmp_path / "out", max_text_length=16)
+    pipe = DLCPipeline.from_pretrained(tmp_path / "out")
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompt=["a red apple", "a cat"], text_sampling=TextSampling(temperature=1.0), num_inference_steps=2,
+               output_type="np", generator=torch.Generator().manual_seed(0))
+    assert out.codes.shape == (2, L) and int(out.codes.max()) < V and out.images.shape == (2, 16, 16, 3)
+
+
+def test_text_converter_refuses_a_model_whose_codes_do_not_fit_the_dit(tmp_path):
+    from dlc.convert import add_text
+
+    dit_pipeline(ditsem_state(), tmp_path / "out", vae=tiny_vae(), num_heads=HEADS)
+    with pytest.raises(CheckpointError, match="has 7 code tokens; the DiT reads V = 5"):
+        add_text(authors_text_folder(tmp_path / "llada", vocab_size=7)[0], tmp_path / "out")
+    with pytest.raises(CheckpointError, match="takes 64 positions"):
+        add_text(authors_text_folder(tmp_path / "llada5")[0], tmp_path / "out", max_text_length=61)
+    assert not (tmp_path / "out" / "text_model").exists()
+
+
 # ---- the whole converted pipeline ---------------------------------------------------------------
 
 
@@ -600,3 +671,13 @@ def test_convert_cli_adds_the_sedd_prior(tmp_path, capsys):
     wrong = save_sedd_folder(tmp_path / "L4", sedd_state(length=4), sedd_config(length=4))
     assert main(["convert", "prior", str(wrong), str(tmp_path / "out")]) == 1
     assert "length 4 over 5 values" in capsys.readouterr().err
+
+
+def test_convert_cli_adds_the_text_model(tmp_path, capsys):
+    from dlc.cli import main
+
+    dit_pipeline(ditsem_state(), tmp_path / "out", vae=tiny_vae(), num_heads=HEADS)
+    source = authors_text_folder(tmp_path / "DLC_LLADA")[0]
+    assert main(["convert", "text", str(source), str(tmp_path / "out"), "--max-text-length", "8"]) == 0
+    assert "text_model" in capsys.readouterr().out
+    assert DLCPipeline.from_pretrained(tmp_path / "out").text_model.config.max_text_length == 8

@@ -61,6 +61,24 @@ def register(sub) -> None:
     prior.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
     prior.set_defaults(func=run_prior)
 
+    text = parts.add_parser(
+        "text", help="the text-and-code LLaDA, added to OUT",
+        description="Copy the authors' fine-tuned LLaDA folder (tokenizer with <|start_sem|> and V code tokens "
+        "<|sem_vocab_i|>) into OUT/text_model with a dlc_text.json that maps their token ids and sequence "
+        "layout onto ours; the weights are not changed. LLaDA ships its own model code: load the pipeline "
+        "with trust_remote_code=True (dlc text2img --trust-remote-code). Example: dlc convert text "
+        "DLC_LLADA_L512 dlc512",
+    )
+    text.add_argument("source", help="the model folder")
+    text.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
+    text.add_argument("--model-class", default=None,
+                      help="transformers loader (default: AutoModel for a model with its own code, as LLaDA; else "
+                      "AutoModelForMaskedLM)")
+    text.add_argument("--max-text-length", type=int, default=128, help="prompt tokens kept (default: %(default)s)")
+    text.add_argument("--trust-remote-code", action="store_true",
+                      help="let the tokenizer run its own code while checking it (only for a folder you trust)")
+    text.set_defaults(func=run_text)
+
 
 def run_dit(args) -> int:
     from ..convert import dit_pipeline
@@ -90,4 +108,13 @@ def run_prior(args) -> int:
     c = add_prior(args.source, args.out).config
     print(f"prior: SEDD depth {c.depth}, width {c.hidden_size}, codes L={c.code_length} V={c.vocab_size} "
           f"-> {args.out}/prior")
+    return 0
+
+
+def run_text(args) -> int:
+    from ..convert import add_text
+
+    out = add_text(args.source, args.out, model_class=args.model_class, trust_remote_code=args.trust_remote_code,
+                   max_text_length=args.max_text_length)
+    print(f"text model: {args.source} -> {out}")
     return 0

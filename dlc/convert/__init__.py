@@ -10,5 +10,6 @@ Each converter reads every size from the checkpoint and checks every key and sha
 from .dit import convert_dit, dit_pipeline
 from .encoder import add_encoder, convert_encoder
 from .prior import add_prior, convert_prior
+from .text import add_text
 
-__all__ = ["add_encoder", "add_prior", "convert_dit", "convert_encoder", "convert_prior", "dit_pipeline"]
+__all__ = ["add_encoder", "add_prior", "add_text", "convert_dit", "convert_encoder", "convert_prior", "dit_pipeline"]

@@ -15,23 +15,28 @@ from ..runs import local_folder, model_folder
 from .model import SEPARATOR, CodeGenerationMixin, TextToCode, TokenLayout
 
 HF_META = "dlc_text.json"
+CODE_TOKEN = "<dlc_{}>"
 
 
 class HFTextToCode(nn.Module, CodeGenerationMixin):
     """A Hugging Face LM (e.g. LLaDA-8B-Base) with V code tokens ``<dlc_i>`` and ``<START-DLC>`` added.
 
     ``from_base`` adds the tokens and resizes the embeddings (LoRA with ``lora_rank`` > 0, else a full
-    fine-tune); ``save_pretrained`` writes the LM (LoRA merged), its tokenizer and ``dlc_text.json``."""
+    fine-tune); ``save_pretrained`` writes the LM (LoRA merged), its tokenizer and ``dlc_text.json``.
+    ``code_token`` (a format with one ``{}``) and ``separator`` name the tokens (the authors' LLaDA:
+    ``<|sem_vocab_{}|>`` and ``<|start_sem|>``, ``dlc convert text``)."""
 
     def __init__(self, lm, tokenizer, code_length: int, vocab_size: int, max_text_length: int = 128,
-                 model_class: str = "AutoModel", trust_remote_code: bool = False):
+                 model_class: str = "AutoModel", trust_remote_code: bool = False, code_token: str = CODE_TOKEN,
+                 separator: str = SEPARATOR):
         super().__init__()
         from types import SimpleNamespace
 
         self.lm, self.tokenizer = lm, tokenizer
         self.config = SimpleNamespace(code_length=code_length, vocab_size=vocab_size, max_text_length=max_text_length,
-                                      model_class=model_class, trust_remote_code=trust_remote_code)
-        self.layout = _hf_layout(tokenizer, code_length, vocab_size)
+                                      model_class=model_class, trust_remote_code=trust_remote_code,
+                                      code_token=code_token, separator=separator)
+        self.layout = _hf_layout(tokenizer, code_length, vocab_size, code_token, separator)
 
     @classmethod
     def from_base(cls, name_or_path: str, code_length: int, vocab_size: int, model_class: str = "AutoModel",
@@ -66,7 +71,8 @@ class HFTextToCode(nn.Module, CodeGenerationMixin):
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         lm = _load_lm(directory, meta["model_class"], trust_remote_code, torch_dtype)
         return cls(lm, tokenizer, meta["code_length"], meta["vocab_size"], meta["max_text_length"],
-                   meta["model_class"], trust_remote_code)
+                   meta["model_class"], trust_remote_code, meta.get("code_token", CODE_TOKEN),
+                   meta.get("separator", SEPARATOR))
 
     @property
     def device(self) -> torch.device:
@@ -124,13 +130,16 @@ def _mask_id(tokenizer) -> int | None:
     return vocab.get("<|mdm_mask|>")  # LLaDA's mask token (id 126336)
 
 
-def _hf_layout(tokenizer, code_length: int, vocab_size: int) -> TokenLayout:
+def _hf_layout(tokenizer, code_length: int, vocab_size: int, code_token: str = CODE_TOKEN,
+               separator: str = SEPARATOR) -> TokenLayout:
     vocab = tokenizer.get_vocab()
-    first = vocab.get("<dlc_0>")
-    if first is None or vocab.get(f"<dlc_{vocab_size - 1}>") != first + vocab_size - 1:
-        raise CheckpointError(f"the tokenizer lacks the {vocab_size} contiguous code tokens <dlc_i>: "
+    first = vocab.get(code_token.format(0))
+    if first is None or vocab.get(code_token.format(vocab_size - 1)) != first + vocab_size - 1:
+        raise CheckpointError(f"the tokenizer lacks the {vocab_size} contiguous code tokens {code_token.format('i')}: "
                               "build the model with HFTextToCode.from_base")
-    return TokenLayout(code_length, vocab_size, first, vocab[SEPARATOR], _mask_id(tokenizer), tokenizer.pad_token_id)
+    if separator not in vocab:
+        raise CheckpointError(f"the tokenizer lacks the separator token {separator}")
+    return TokenLayout(code_length, vocab_size, first, vocab[separator], _mask_id(tokenizer), tokenizer.pad_token_id)
 
 
 def _with_lora(lm, rank: int):
