@@ -68,7 +68,7 @@ class Settings:
 
     def pipeline_kwargs(self) -> dict:
         return dict(num_inference_steps=int(self.steps), guidance_scale=float(self.guidance_scale),
-                    generator=torch.Generator().manual_seed(int(self.seed)))
+                    generator=torch.Generator().manual_seed(int(self.seed or 0)))
 
 
 def shown_in_page(method):
@@ -200,7 +200,7 @@ class Playground:
         if len(parents) < 2:
             raise DLCError(f"composition needs two to four parents: upload or pick images; got {len(parents)}")
         groups = parse_layout(layout, letters)
-        codes = compose(list(parents), n=int(settings.num_images), seed=int(settings.seed),
+        codes = compose(list(parents), n=int(settings.num_images), seed=int(settings.seed or 0),
                         weights=[float(weights[LETTERS.index(c)]) for c in letters],
                         mask=group_mask(groups, self.code_length) if groups else None, vocab_size=self.vocab_size)
         images = self.pipe(codes=codes, **settings.pipeline_kwargs()).images
@@ -248,7 +248,7 @@ def load_examples(dataset: str, size: int, count: int = 24) -> tuple[list[Image.
 def build_app(playground: Playground) -> gr.Blocks:
     """The page: parents and their codes, the layout and weights, compositions; a prompt tab."""
     pipe = playground.pipe
-    parts = [name.replace("_", " ") for name in ("encoder", "prior", "text_model") if getattr(pipe, name, None)]
+    parts = [name.replace("_", " ") for name in ("encoder", "prior", "text_model") if getattr(pipe, name, None) is not None]
     with gr.Blocks(title="DLC composition playground", analytics_enabled=False) as page:
         gr.Markdown(f"## DLC composition playground\nCodes of **L = {playground.code_length}** tokens over "
                     f"**V = {playground.vocab_size}** values; this pipeline has a DiT and "
@@ -260,8 +260,8 @@ def build_app(playground: Playground) -> gr.Blocks:
             examples = _examples_gallery(playground.examples)
             with gr.Row():
                 layout = gr.Textbox(label="layout: one letter per group of positions (A-D a parent, ? a random mix)",
-                                    placeholder="empty: a random mix everywhere; AB halves; ABCD quarters; "
-                                    f"{playground.code_length} letters: per position", scale=4, elem_id="layout")
+                                    placeholder="empty: a random mix; AB: halves; ABCD: quarters; "
+                                    f"{playground.code_length} letters: one per position", scale=4, elem_id="layout")
                 presets = {"random mix": "", "halves": "AB", "quarters": "ABCD",
                            "alternate": ("AB" * playground.code_length)[:playground.code_length]}
                 buttons = {name: gr.Button(name, size="sm", scale=0) for name in presets}
@@ -277,16 +277,16 @@ def build_app(playground: Playground) -> gr.Blocks:
             text_button = gr.Button("Generate", variant="primary", elem_id="generate")
             texted = gr.Gallery(label="images", columns=8, format="png", elem_id="text-images",
                                 elem_classes="dlc-results")
-            texted_codes = gr.HTML()
+            texted_codes = gr.HTML(elem_id="text-codes")
 
-        def show_parents(*images):
-            return playground.parent_codes(images)
+        def show_parents(text, *images):
+            return playground.parent_codes(images), playground.layout_preview(text or "", images)
 
         def show_layout(text, *images):
             return playground.layout_preview(text or "", images)
 
-        def pick(*images, evt: gr.SelectData):
-            return playground.pick_example(images, evt.index)
+        def pick(a, b, c, d, evt: gr.SelectData):
+            return playground.pick_example([a, b, c, d], evt.index)
 
         def compose_clicked(a, b, c, d, layout_text, wa, wb, wc, wd, num, seed, steps, guidance,
                             progress=gr.Progress(track_tqdm=True)):
@@ -296,8 +296,8 @@ def build_app(playground: Playground) -> gr.Blocks:
             return playground.text_to_image(text, Settings(num, seed, steps, guidance))[:2]
 
         for slot in slots:
-            slot.change(show_parents, inputs=slots, outputs=parent_codes, concurrency_id="model")
-            slot.change(show_layout, inputs=[layout, *slots], outputs=layout_view)
+            slot.change(show_parents, inputs=[layout, *slots], outputs=[parent_codes, layout_view],
+                        concurrency_id="model")
         if examples is not None:
             examples.select(pick, inputs=slots, outputs=slots)
         layout.change(show_layout, inputs=[layout, *slots], outputs=layout_view)
