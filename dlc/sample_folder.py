@@ -64,23 +64,24 @@ class SampleFolder:
 
     def claim(self, settings: dict, write: bool = True) -> None:
         """Refuse (on every process) a folder whose samples were made with other settings, or
-        whose images have no settings.json; write ``settings`` there first if it has none (with
-        ``write``: on the main process only)."""
+        whose images have no settings.json; write ``settings`` there first if it holds no
+        samples yet (with ``write``: on the main process only)."""
         settings = _as_json(settings)
         existing = self.read_settings()
-        if existing is not None:
-            differences = [f"{k}: {existing.get(k)!r} there, {settings.get(k)!r} now"
-                           for k in sorted((set(existing) | set(settings)) - set(RUN_KEYS))
-                           if existing.get(k) != settings.get(k)]
-            if differences:
-                raise OutputFolderError(f"{self.root} holds samples made with other settings ({'; '.join(differences)}): "
-                                        "give another --out, or delete that folder to start over")
-        elif self.indices():
+        if not self.indices():
+            if write:
+                self.root.mkdir(parents=True, exist_ok=True)
+                _write_atomically(self.settings_file, _dumps(settings))
+            return
+        if existing is None:
             raise OutputFolderError(f"{self.root} holds images but no settings.json, so nothing says how they were "
                                     "made: give another --out, or delete that folder to start over")
-        elif write:
-            self.root.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self.settings_file, _dumps(settings))
+        differences = [f"{k}: {existing.get(k)!r} there, {settings.get(k)!r} now"
+                       for k in sorted((set(existing) | set(settings)) - set(RUN_KEYS))
+                       if existing.get(k) != settings.get(k)]
+        if differences:
+            raise OutputFolderError(f"{self.root} holds samples made with other settings ({'; '.join(differences)}): "
+                                    "give another --out, or delete that folder to start over")
 
     def read_settings(self) -> dict | None:
         return json.loads(self.settings_file.read_text()) if self.settings_file.is_file() else None

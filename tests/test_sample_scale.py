@@ -88,6 +88,19 @@ def test_images_without_settings_are_not_mixed_with(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("stub")
+def test_a_run_killed_before_its_first_image_does_not_hold_the_folder(tmp_path, monkeypatch):
+    def killed(folder, images, indices):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(SampleFolder, "write", killed)
+        assert main(["sample", "model", "-n", "2", "--seed", "0", "--out", str(tmp_path / "out")]) == 130
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["seed"] == 0
+    assert main(["sample", "model", "-n", "2", "--seed", "1", "--out", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["seed"] == 1
+
+
+@pytest.mark.usefixtures("stub")
 def test_the_grid_shows_the_first_64_samples_and_reads_back_no_others(tmp_path, monkeypatch):
     real_read, reads = SampleFolder.read, []
     monkeypatch.setattr(SampleFolder, "read", lambda folder, i: reads.append(i) or real_read(folder, i))
