@@ -243,8 +243,6 @@ def chunk_inputs(chunk: list[int], codes: torch.Tensor | None, files: list[Path]
 def draw_missing(folder: SampleFolder, pipe, indices: list[int], kwargs: dict, chunk_size: int,
                  codes: torch.Tensor | None = None, files: list[Path] | None = None) -> None:
     """Draw this process's share of ``indices`` that has no PNG yet, writing each chunk as it comes."""
-    if chunk_size < 1:
-        raise DLCError(f"--chunk-size must be at least 1; got {chunk_size}")
     rank, world = distributed()
     mine = shard(indices)
     todo = folder.missing(mine)
@@ -259,6 +257,8 @@ def draw_missing(folder: SampleFolder, pipe, indices: list[int], kwargs: dict, c
 def run(args) -> int:
     from ..codes import load_codes
 
+    if args.chunk_size < 1:
+        raise DLCError(f"--chunk-size must be at least 1; got {args.chunk_size}")
     pipe = load_pipeline(args.model, args.device, args.trust_remote_code)
     settings = common_settings("sample", args, pipe)
     codes = files = None
