@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from ..errors import DLCError
-from ..npzio import read_npz_array
 from .fidelity import (
     SPATIAL,
     SPATIAL_STATE_DICT_EXTRACTOR,
@@ -58,11 +57,10 @@ STATISTICS = ("mu", "sigma", "mu_s", "sigma_s")
 
 @dataclass
 class ReferenceBatch:
-    """An ADM reference batch: ``images`` (arr_0, memory-mapped) and its stored statistics
-    (float64; ``mu_s``/``sigma_s`` None where the batch has none)."""
+    """An ADM reference batch's stored statistics (float64; ``mu_s``/``sigma_s`` None where the
+    batch has none). Its images, ``arr_0``, are read as an image set (memory-mapped)."""
 
     path: Path
-    images: np.ndarray
     mu: np.ndarray
     sigma: np.ndarray
     mu_s: np.ndarray | None = None
@@ -81,7 +79,7 @@ def load_reference_batch(path: str | Path) -> ReferenceBatch:
     path = Path(path)
     with np.load(path) as batch:
         stats = {k: batch[k].astype(np.float64) for k in STATISTICS if k in batch.files}
-    return ReferenceBatch(path, read_npz_array(path, "arr_0"), **stats)
+    return ReferenceBatch(path, **stats)
 
 
 # --------------------------------------------------------------------------------------------
