@@ -3,6 +3,17 @@
 
 from __future__ import annotations
 
+ADDED_TO = "the pipeline folder (written by `dlc convert dit`)"
+
+
+def part_parser(parts, name: str, source: str, out: str, run, **kwargs):
+    """The sub-command of one part, with its SOURCE and OUT arguments."""
+    parser = parts.add_parser(name, **kwargs)
+    parser.add_argument("source", help=source)
+    parser.add_argument("out", help=out)
+    parser.set_defaults(func=run)
+    return parser
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -16,15 +27,14 @@ def register(sub) -> None:
     parts = parser.add_subparsers(dest="part", metavar="PART")
     parts.required = True
 
-    dit = parts.add_parser(
-        "dit", help="the DiTSEM image model (creates OUT)",
+    dit = part_parser(
+        parts, "dit", "checkpoint file or folder", "the pipeline folder to write", run_dit,
+        help="the DiTSEM image model (creates OUT)",
         description="Convert a DiTSEM checkpoint: a fast-DiT training .pt (model/ema), a safetensors/bin "
         "state dict (prefixes module., _orig_mod., model. are removed) or a downloaded pipeline folder "
         "(transformer/, vae/). Writes OUT with the DiT, a DDPM scheduler and the VAE. Example: dlc convert "
         "dit DLC_DiT_L512 dlc512 --vae sd-vae-ft-ema",
     )
-    dit.add_argument("source", help="checkpoint file or folder")
-    dit.add_argument("out", help="the pipeline folder to write")
     dit.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder or hub name (default: SOURCE/vae; "
                      "the authors used stabilityai/sd-vae-ft-ema)")
     dit.add_argument("--weights", default="ema", choices=["ema", "model"],
@@ -33,51 +43,44 @@ def register(sub) -> None:
                      help="attention heads (default: DiT's for the width: 16 for XL)")
     dit.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm"],
                      help="the pipeline's default sampler (default: %(default)s, the paper's, with the learned variance)")
-    dit.set_defaults(func=run_dit)
 
-    enc = parts.add_parser(
-        "encoder", help="the SEM encoder (DINOv2 ViT-L/14 with registers + SEM head), added to OUT",
+    enc = part_parser(
+        parts, "encoder", "checkpoint file", ADDED_TO, run_encoder,
+        help="the SEM encoder (DINOv2 ViT-L/14 with registers + SEM head), added to OUT",
         description="Convert the authors' DINOv2 teacher checkpoint (teacher_checkpoint.pth: teacher.backbone.* "
         "keys; the DINO/iBOT heads are left out) or a state dict in the same names, and add it to the pipeline "
         "folder OUT. The backbone goes through timm's DINOv2 conversion; L and V come from OUT's DiT. Example: "
         "dlc convert encoder SEM_dinov2_L512/teacher_checkpoint.pth dlc512",
     )
-    enc.add_argument("source", help="checkpoint file")
-    enc.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
     enc.add_argument("--num-heads", type=int, default=None, help="attention heads (default: DINOv2's: 16 for ViT-L)")
     enc.add_argument("--image-size", type=int, default=224, help="the crop the ViT sees (default: %(default)s)")
     enc.add_argument("--input-size", type=int, default=256,
                      help="images are resized to this, then centre-cropped to --image-size (default: %(default)s)")
-    enc.set_defaults(func=run_encoder)
 
-    prior = parts.add_parser(
-        "prior", help="the SEDD code prior, added to OUT",
+    part_parser(
+        parts, "prior", "the SEDD folder", ADDED_TO, run_prior,
+        help="the SEDD code prior, added to OUT",
         description="Convert the authors' SEDD folder (config.json + model.safetensors or pytorch_model.bin, as "
         "PyTorchModelHubMixin saves it; absorbing graph, log-linear noise) into a 'sedd' prior and add it to "
         "OUT. Its sampler is SEDD's analytic step (4,096 steps in the paper) with the authors' remasking "
         "corrector. Example: dlc convert prior DLC_SEDD_L512 dlc512",
     )
-    prior.add_argument("source", help="the SEDD folder")
-    prior.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
-    prior.set_defaults(func=run_prior)
 
-    text = parts.add_parser(
-        "text", help="the text-and-code LLaDA, added to OUT",
+    text = part_parser(
+        parts, "text", "the model folder", ADDED_TO, run_text,
+        help="the text-and-code LLaDA, added to OUT",
         description="Copy the authors' fine-tuned LLaDA folder (tokenizer with <|start_sem|> and V code tokens "
         "<|sem_vocab_i|>) into OUT/text_model with a dlc_text.json that maps their token ids and sequence "
         "layout onto ours; the weights are not changed. LLaDA ships its own model code: load the pipeline "
         "with trust_remote_code=True (dlc text2img --trust-remote-code). Example: dlc convert text "
         "DLC_LLADA_L512 dlc512",
     )
-    text.add_argument("source", help="the model folder")
-    text.add_argument("out", help="the pipeline folder (written by `dlc convert dit`)")
     text.add_argument("--model-class", default=None,
                       help="transformers loader (default: AutoModel for a model with its own code, as LLaDA; else "
                       "AutoModelForMaskedLM)")
     text.add_argument("--max-text-length", type=int, default=128, help="prompt tokens kept (default: %(default)s)")
     text.add_argument("--trust-remote-code", action="store_true",
                       help="let the tokenizer run its own code while checking it (only for a folder you trust)")
-    text.set_defaults(func=run_text)
 
 
 def run_dit(args) -> int:

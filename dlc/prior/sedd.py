@@ -41,6 +41,7 @@ from torch import nn
 
 from ..codes import check_codes
 from ..dit.model import TimestepEmbedder, modulate
+from ..errors import ConfigError
 from ..progress import tqdm
 from ..seeding import SampleRNG, Seed, categorical, seed_slice
 
@@ -188,11 +189,11 @@ def sample_sedd(model: SEDDPrior, num: int, seed: Seed = 0, steps: int = 4096, t
                 batch_size: int | None = None, indices: Sequence[int] | None = None,
                 progress: bool = False) -> torch.Tensor:
     if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
+        raise ConfigError(f"prior steps must be at least 1; got {steps}")
     if temperature != 1.0:
-        raise ValueError(f"the SEDD sampler has no temperature; got {temperature} (use 1.0)")
+        raise ConfigError(f"the SEDD sampler has no temperature; got {temperature} (use 1.0)")
     if not 0.0 <= eta < 1.0:
-        raise ValueError(f"eta must be in [0, 1); got {eta}")
+        raise ConfigError(f"prior eta must be in [0, 1); got {eta}")
     batch_size = batch_size or num
     indices = list(range(start_index, start_index + num) if indices is None else indices)
     out = []
