@@ -235,6 +235,7 @@ class TrainConfig:
     ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)): short runs need it
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, none on CPU
     log_every: PositiveInt = 25
+    log_with: Literal["auto", "tensorboard", "wandb", "none"] = "auto"  # tracker; auto: tensorboard when installed
     checkpoint_every: PositiveInt = 500
     keep_checkpoints: NonNegativeInt = 2  # 0 keeps all
     sample_every: NonNegativeInt = 0  # 0: only at the end

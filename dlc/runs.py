@@ -27,7 +27,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -43,8 +44,9 @@ from .errors import CheckpointError, ConfigError, RunLocked
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
 MODEL_CONFIGS = ("config.json", "dlc_text.json")  # a diffusers/transformers model folder; a saved HF text model
 # settings a resume may change without asking: how long and how often, never what is learned
-RESUMABLE_KEYS = ("run_dir", "train.steps", "train.time_limit_minutes", "train.log_every", "train.checkpoint_every",
-                  "train.keep_checkpoints", "train.sample_every", "train.num_workers", "train.allow_changed")
+RESUMABLE_KEYS = ("run_dir", "train.steps", "train.time_limit_minutes", "train.log_every", "train.log_with",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.sample_every", "train.num_workers",
+                  "train.allow_changed", "train.divergence_factor")
 PACKAGES = ("dlc", "torch", "torchvision", "diffusers", "accelerate", "timm", "transformers", "numpy")
 
 
@@ -80,6 +82,7 @@ class RunDir:
     """Paths of one run. ``RunDir("runs/demo-dit")`` creates nothing until written to."""
 
     root: Path
+    on_metrics: Callable[[int, dict], None] | None = field(default=None, repr=False, compare=False)  # e.g. a tracker
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -174,6 +177,8 @@ class RunDir:
     def log_metrics(self, step: int, **values) -> None:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
+        if self.on_metrics is not None:
+            self.on_metrics(step, values)
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
@@ -187,9 +192,10 @@ class RunDir:
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
-    """Dotted keys whose values differ between two config dicts: ``{"train.lr": (old, new)}``."""
+    """Dotted keys whose values differ between two config dicts: ``{"train.lr": (old, new)}``. A key
+    on one side only is a setting another version of dlc did not have: not a change."""
     changes = {}
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) & set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes.update(config_changes(a, b, f"{prefix}{key}."))

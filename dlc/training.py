@@ -34,6 +34,7 @@ from .data import collate
 from .errors import TrainingDiverged
 from .progress import tqdm
 from .runs import RunDir, load_checkpoint, save_checkpoint
+from .tracking import log_sample_images, png_times, resolve_trackers, start_tracking
 
 
 def seed_everything(seed: int) -> None:
@@ -138,14 +139,16 @@ def weight_decay_at(step: int, cfg: TrainConfig) -> float:
     return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_accelerator(mixed_precision: str = "auto"):
-    """An ``accelerate.Accelerator``: bf16 on a GPU when ``auto``, full precision on CPU."""
+def make_accelerator(mixed_precision: str = "auto", log_with: str = "none", logging_dir=None):
+    """An ``accelerate.Accelerator``: bf16 on a GPU when ``auto``, full precision on CPU; the
+    trackers of ``log_with`` (``dlc.tracking``) writing under ``logging_dir``."""
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
     if mixed_precision == "auto":
         mixed_precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda, log_with=resolve_trackers(log_with) or None,
+                       project_dir=logging_dir)
 
 
 @dataclass
@@ -183,13 +186,18 @@ def fit(
     ``ema_decay`` overrides ``cfg.ema_decay`` with a number or a schedule ``step -> decay``.
     """
     cfg = validated(cfg, "train")
-    accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision, cfg.log_with, run.root / "logs")
     with run.lock() if accelerator.is_main_process else contextlib.nullcontext():
         if accelerator.is_main_process:
             run.start(config, cfg.allow_changed)
+            start_tracking(accelerator, run, config)
         accelerator.wait_for_everyone()
-        return _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn, ema_decay,
-                      extra_state or {}, desc)
+        try:
+            return _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn, ema_decay,
+                          extra_state or {}, desc)
+        finally:
+            run.on_metrics = None
+            accelerator.end_training()
 
 
 def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn, ema_decay, extra_state, desc):
@@ -220,7 +228,8 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
     loader = _loader(dataset, cfg, accelerator, step, collate_fn)
     batches = iter(loader)
     started = time.time()
-    last_saved = step
+    last_saved = last_logged = step
+    last_log_time = time.time()
     guard = DivergenceGuard(cfg.divergence_factor)
     progress = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
 
@@ -231,6 +240,11 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
             f"{what} at step {at}; stopping. The last good checkpoint is {latest or '(none yet)'}: re-run with a lower "
             "train.lr or with train.grad_clip" + (", allowing the change (e.g. train.allow_changed=[train.lr]), to "
                                                   "resume from it" if latest else "") + ".")
+
+    def sample_and_log(at: int) -> None:
+        before = png_times(run.samples)
+        sample_fn(ema.model, at, run)
+        log_sample_images(accelerator, run.samples, before, at)
 
     def checkpoint(at: int) -> None:
         nonlocal last_saved
@@ -266,14 +280,18 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
         step += 1
         progress.update(1)
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
-            metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], **metrics}
+            now = time.time()
+            throughput = cfg.batch_size * (step - last_logged) / max(now - last_log_time, 1e-9)
+            metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], **metrics,
+                       "samples_per_second": round(throughput, 2)}
             run.log_metrics(step, **metrics)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+            last_logged, last_log_time = step, now
         out_of_time = cfg.time_limit_minutes and (time.time() - started) / 60 > cfg.time_limit_minutes
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             checkpoint(step)
         if main and sample_fn is not None and cfg.sample_every and step % cfg.sample_every == 0:
-            sample_fn(ema.model, step, run)
+            sample_and_log(step)
         if out_of_time:
             if main:
                 print(f"time limit of {cfg.time_limit_minutes} min reached at step {step}")
@@ -284,7 +302,7 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
     if main:
         export_model(ema.model, run)
         if sample_fn is not None:
-            sample_fn(ema.model, step, run)
+            sample_and_log(step)
     accelerator.wait_for_everyone()
     return ema
 

@@ -172,3 +172,15 @@ def test_float_codes_are_refused_not_truncated(tmp_path):
     np.save(tmp_path / "codes.npy", np.array([[5.5, 1.0], [2.0, 3.0]]))
     with pytest.raises(CodeError, match="float64 values; codes are integers"):
         load_codes(tmp_path / "codes.npy")
+
+
+def test_settings_a_newer_version_added_do_not_block_a_resume(tmp_path):
+    import yaml
+
+    run = RunDir(tmp_path / "run")
+    fit_config(run, steps=4)
+    saved = yaml.safe_load(run.config_path.read_text())
+    del saved["train"]["divergence_factor"]  # as written by a dlc that did not have the key
+    run.config_path.write_text(yaml.safe_dump(saved))
+    fit_config(run, steps=6)
+    assert run.checkpoint_steps()[-1] == 6
