@@ -94,7 +94,8 @@ class DDPMObjective:
     def _vlb(self, x0, xt, t, eps, frac) -> torch.Tensor:
         true_mean = self._at("post_c1", t, x0) * x0 + self._at("post_c2", t, x0) * xt
         true_logvar = self._at("post_logvar", t, x0)
-        pred_x0 = (self._at("sqrt_recip_ab", t, x0) * xt - self._at("sqrt_recipm1_ab", t, x0) * eps).clamp(-1, 1)
+        # x0 is not clipped (DiT/ADM train with clip_denoised=False): latents are not in [-1, 1]
+        pred_x0 = self._at("sqrt_recip_ab", t, x0) * xt - self._at("sqrt_recipm1_ab", t, x0) * eps
         pred_mean = self._at("post_c1", t, x0) * pred_x0 + self._at("post_c2", t, x0) * xt
         min_log, max_log = true_logvar, torch.log(self._at("betas", t, x0))
         w = (frac + 1) / 2  # DiT's "learned_range" parametrisation
