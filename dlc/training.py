@@ -111,13 +111,25 @@ class StreamSampler(torch.utils.data.Sampler):
             step += 1
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; matrices decay, vectors (biases, norms, gains) don't."""
+def default_param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Matrices decay, vectors (biases, norms, gains) don't; one learning rate."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    return [{"params": [p for p in params if p.ndim >= 2], "decay": True},
+            {"params": [p for p in params if p.ndim < 2], "decay": False}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the model's parameter groups: ``model.param_groups(cfg)`` when the model has
+    that hook (a stage's recipe: layer-wise rates, frozen parts), else ``default_param_groups``.
+
+    A group is ``{"params", "decay": bool, "lr_scale": float = 1, "frozen_steps": int = 0}``:
+    its rate is ``cfg.lr * lr_scale * lr_factor(step)``, zero before ``frozen_steps``
+    (``group_lr_factor``), and only ``decay`` groups get the weight decay (and its schedule)."""
+    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else default_param_groups(model, cfg)
+    for group in groups:
+        group["weight_decay"] = cfg.weight_decay if group["decay"] else 0.0
+        group.setdefault("lr_scale", 1.0)
+        group.setdefault("frozen_steps", 0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
@@ -129,6 +141,21 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
+
+
+def group_lr_factor(group: dict, cfg: TrainConfig) -> Callable[[int], float]:
+    """A parameter group's rate over ``cfg.lr`` at a step: its ``lr_scale`` times ``lr_factor``,
+    zero before its ``frozen_steps`` (e.g. DINO's last layer during the first epoch)."""
+    scale, frozen = group.get("lr_scale", 1.0), group.get("frozen_steps", 0)
+    return lambda step: 0.0 if step < frozen else scale * lr_factor(step, cfg)
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
+    """The decaying groups' weight decay at ``step`` (``weight_decay_at``); a group saved without a
+    ``decay`` flag (an older checkpoint) is the first one, the matrices."""
+    for i, group in enumerate(optimizer.param_groups):
+        if group.get("decay", i == 0):
+            group["weight_decay"] = weight_decay_at(step, cfg)
 
 
 def weight_decay_at(step: int, cfg: TrainConfig) -> float:
@@ -204,7 +231,8 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
     main = accelerator.is_main_process
     ema = EMA(model, cfg.ema_decay if ema_decay is None else ema_decay, cfg.ema_warmup)
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    lr_factors = [group_lr_factor(group, cfg) for group in optimizer.param_groups]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factors)
 
     step = 0
     latest = run.latest_checkpoint()
@@ -217,8 +245,8 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
         step = state["step"]
         # the learning rate follows this config's schedule (a resume may extend train.steps)
         scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg)
+        for group, factor in zip(optimizer.param_groups, lr_factors):
+            group["lr"] = cfg.lr * factor(step)
         if main:
             run.truncate_metrics(step)
             print(f"resuming {run.root} from step {step}")
@@ -269,7 +297,7 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
                  f"{guard.lowest:.4g})", step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        optimizer.param_groups[0]["weight_decay"] = weight_decay_at(step, cfg)  # group 0: the matrices
+        set_weight_decay(optimizer, step, cfg)
         # the total gradient norm, clipped to grad_clip when set (a factor of exactly 1 otherwise)
         metrics["grad_norm"] = float(accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.grad_clip or math.inf))
         if not math.isfinite(metrics["grad_norm"]) and accelerator.mixed_precision != "fp16":  # fp16: the scaler skips

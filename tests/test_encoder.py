@@ -95,9 +95,8 @@ def test_multicrop_and_masks():
     # a full-image crop without flip or jitter is the image itself
     full = et.random_resized_crops((to_float(images) + 1) / 2, 32, (1.0, 1.0), flip=False, ratio=(1.0, 1.0))
     assert torch.allclose(full, (to_float(images) + 1) / 2, atol=1e-5)
-    masks = et.random_masks(400, 64, prob=0.5, ratio=(0.1, 0.5), device="cpu")
-    rows = masks.any(1).float().mean()
-    assert 0.4 < rows < 0.6
+    masks = et.random_masks(400, 8, prob=0.5, ratio=(0.1, 0.5), device="cpu")  # 8 x 8 patches
+    assert masks.shape == (400, 64) and masks.any(1).sum() == 200
     assert 0.1 < masks[masks.any(1)].float().mean() < 0.5
 
 

@@ -6,8 +6,9 @@
     feats = enc.features(images)        # (B, D) continuous features (the normed CLS token)
 
 ``images`` are (B, C, input_size, input_size), either uint8 in [0, 255] or float in [-1, 1]
-(the library's convention); the encoder centre-crops them to ``image_size`` and normalises them
-with its ``mean``/``std``. As in the paper, the SEM reads the backbone's tokens BEFORE its final
+(the library's convention); the encoder centre-crops them to ``image_size`` (or, with
+``resize_input``, resizes the whole image to it, as the authors do) and normalises them with its
+``mean``/``std``. As in the paper, the SEM reads the backbone's tokens BEFORE its final
 norm (CLS and registers, concatenated); during training, the code's probabilities are mapped back
 to the backbone width by a bias-free linear layer and the backbone's final norm, and that vector
 stands in for the CLS output in the self-supervised losses.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
@@ -50,7 +52,9 @@ class DLCEncoder(ModelMixin, ConfigMixin):
     ``backbone`` is any timm ViT name (e.g. ``vit_large_patch14_reg4_dinov2``); ``backbone_kwargs``
     override its architecture (tiny CPU models: patch_size, embed_dim, depth, num_heads,
     reg_tokens). ``input_size`` is the size images arrive at (default ``image_size``); larger
-    inputs are centre-cropped to ``image_size`` (ImageNet: 256 -> 224). ``use_mask_token`` adds the
+    inputs are centre-cropped to ``image_size``, or with ``resize_input`` resized whole to it (the
+    authors' ImageNet encoding: 256 -> 224, so the code sees every pixel the DiT generates; an
+    antialiased bicubic resize, which commutes with a horizontal flip). ``use_mask_token`` adds the
     learned token that replaces masked patches for the iBOT loss. ``sem_eps`` is the epsilon of the
     SEM's LayerNorm (1e-6 in the authors' DINOv2 models, ``dlc convert encoder``).
     """
@@ -60,7 +64,7 @@ class DLCEncoder(ModelMixin, ConfigMixin):
                  image_size: int = 32, input_size: int | None = None, in_channels: int = 3,
                  code_length: int = 32, vocab_size: int = 64,
                  mean: tuple = (0.5, 0.5, 0.5), std: tuple = (0.5, 0.5, 0.5), use_mask_token: bool = False,
-                 sem_eps: float = 1e-5):
+                 sem_eps: float = 1e-5, resize_input: bool = False):
         super().__init__()
         self.vit = create_backbone(backbone, image_size, in_channels, **(backbone_kwargs or {}))
         width, prefix = self.vit.embed_dim, self.vit.num_prefix_tokens
@@ -123,8 +127,12 @@ class DLCEncoder(ModelMixin, ConfigMixin):
             raise DataError(f"the encoder expects images of shape (B, {c.in_channels}, {size}, {size}) "
                             f"(uint8 in [0, 255] or float in [-1, 1]); got {tuple(images.shape)}")
         x = to_float(images) if images.dtype == torch.uint8 else images.float()
-        top = (size - c.image_size) // 2
-        x = x[:, :, top:top + c.image_size, top:top + c.image_size]
+        if c.resize_input and size != c.image_size:
+            x = F.interpolate(x, size=(c.image_size, c.image_size), mode="bicubic", antialias=True,
+                              align_corners=False).clamp(-1, 1)  # as PIL's bicubic resize to uint8
+        else:
+            top = (size - c.image_size) // 2
+            x = x[:, :, top:top + c.image_size, top:top + c.image_size]
         return self.normalize((x.to(self.device, self.dtype) + 1) / 2)
 
     def _prefix(self, images: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ the DiT and composition load.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,9 @@ class ModelConfig:
     vocab_size: PositiveInt = 64
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize_input: bool = False  # codes: resize the whole input to image_size (the authors) instead of a centre crop
+    sem_eps: PositiveFloat = 1e-5  # the SEM LayerNorm's epsilon (the authors: 1e-6)
+    drop_path: Probability = 0.0  # stochastic depth of every student block (DINOv2: 0.3, uniform over depth)
 
 
 @dataclass
@@ -80,6 +84,11 @@ class SSLConfig:
     ibot_weight: NonNegativeFloat = 0.0  # > 0 turns on the masked-patch loss (and the encoder's mask token)
     mask_prob: Probability = 0.5  # fraction of global crops that are masked
     mask_ratio: tuple[Probability, Probability] = (0.1, 0.5)  # of the patches of a masked crop
+    # DINOv2's fine-tuning recipe (the defaults: one rate for every parameter)
+    layer_decay: Probability = 1.0  # block i of n learns at layer_decay ** (n + 1 - i); embeddings at ** (n + 1)
+    patch_embed_lr_scale: PositiveFloat = 1.0  # the patch embedding's extra rate factor (DINOv2: 0.2)
+    freeze_last_layer_steps: NonNegativeInt = 0  # the DINO head's prototypes stay fixed this long (DINOv2: 1 epoch)
+    lr_batch_scaling: bool = False  # train.lr is for a batch of 1024: scaled by sqrt(batch_size / 1024)
 
 
 @dataclass
@@ -141,11 +150,48 @@ def multicrop(images: torch.Tensor, cfg: CropConfig) -> tuple[torch.Tensor, torc
     return views(2, cfg.global_size, cfg.global_scale), local
 
 
-def random_masks(n: int, patches: int, prob: float, ratio: tuple[float, float], device) -> torch.Tensor:
-    """(n, patches) bool: a ``prob`` fraction of the rows mask a random ``ratio`` of their patches."""
-    row_ratio = torch.rand(n, 1, device=device) * (ratio[1] - ratio[0]) + ratio[0]
-    masked_row = torch.rand(n, 1, device=device) < prob
-    return (torch.rand(n, patches, device=device) < row_ratio) & masked_row
+def block_mask(grid: int, target: int, min_block: int = 4, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+               attempts: int = 10) -> torch.Tensor:
+    """(grid * grid,) bool: up to ``target`` patches masked as rectangles (BEiT/DINOv2 block masking).
+
+    Rectangles of a random area in [min_block, patches still to mask] and a log-uniform aspect
+    ratio are dropped at random places; one counts if it adds between 1 and the patches still to
+    mask. Masking stops at ``target`` or when ``attempts`` rectangles in a row add nothing."""
+    mask = torch.zeros(grid, grid, dtype=torch.bool)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    while (left := target - int(mask.sum())) > 0:
+        for _ in range(attempts):
+            area = min(min_block, left) + (left - min(min_block, left)) * torch.rand(()).item()
+            ratio = math.exp(log_lo + (log_hi - log_lo) * torch.rand(()).item())
+            h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if not (0 < h < grid and 0 < w < grid):
+                continue
+            top, side = int(torch.randint(grid - h + 1, ())), int(torch.randint(grid - w + 1, ()))
+            added = int((~mask[top:top + h, side:side + w]).sum())
+            if 0 < added <= left:
+                mask[top:top + h, side:side + w] = True
+                break
+        else:
+            break
+    return mask.flatten()
+
+
+def mask_targets(n: int, patches: int, prob: float, ratio: tuple[float, float]) -> torch.Tensor:
+    """(n,) long: how many patches each crop masks. Exactly ``int(n * prob)`` crops, in a random
+    order, mask a fraction drawn from successive equal slices of [ratio[0], ratio[1]] (so the
+    ratios are spread evenly, as in DINOv2's collate); the others mask none."""
+    masked = int(n * prob)
+    edges = torch.linspace(ratio[0], ratio[1], masked + 1)
+    fractions = edges[:-1] + (edges[1:] - edges[:-1]) * torch.rand(masked)
+    targets = torch.zeros(n, dtype=torch.long)
+    targets[:masked] = (fractions * patches).long()
+    return targets[torch.randperm(n)]
+
+
+def random_masks(n: int, grid: int, prob: float, ratio: tuple[float, float], device) -> torch.Tensor:
+    """(n, grid * grid) bool iBOT masks: block masks of the ``mask_targets`` sizes."""
+    targets = mask_targets(n, grid * grid, prob, ratio)
+    return torch.stack([block_mask(grid, int(k)) for k in targets]).to(device)
 
 
 # ---- heads and losses ---------------------------------------------------------------------------
@@ -202,6 +248,24 @@ def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -torch.log((x - x[nearest]).norm(dim=-1) + eps).mean()
 
 
+def koleo_over_crops(embedding: torch.Tensor, batch: int) -> torch.Tensor:
+    """KoLeo summed over the global crops (DINOv2: never between two crops of one image), so a
+    weight of 0.1 applies 0.1 to each crop's term."""
+    return sum(koleo(e) for e in embedding.split(batch))
+
+
+def ibot_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, masks: torch.Tensor,
+              student_temp: float) -> torch.Tensor:
+    """Masked-patch cross-entropy as DINOv2 normalises it: each crop's masked patches are averaged,
+    then the crops' terms are summed and divided by ALL global crops (unmasked ones count as 0).
+
+    ``student_logits`` (M, K): the masked patches' head logits; ``teacher_probs`` (M, K) their
+    targets; ``masks`` (n, patches) bool, M = masks.sum()."""
+    per_patch = -(teacher_probs * F.log_softmax(student_logits.float() / student_temp, -1)).sum(-1)
+    weight = (1 / masks.sum(1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
+    return (per_patch * weight).sum() / masks.shape[0]
+
+
 class SSLModel(nn.Module):
     """Encoder + DINO head (shared by iBOT). ``save_pretrained`` writes the encoder alone: the
     heads only serve training and stay in the checkpoints."""
@@ -211,6 +275,7 @@ class SSLModel(nn.Module):
         self.encoder = encoder
         self.head = DINOHead(encoder.vit.embed_dim, ssl.head_hidden, ssl.head_bottleneck, ssl.prototypes)
         self.tau = ssl.sem_tau
+        self.ssl = ssl
 
     def forward(self, crops: list[torch.Tensor], masks: torch.Tensor | None = None, patches: bool = False) -> dict:
         """Crops grouped by size (the first: global crops, masked by ``masks``) -> head logits of the
@@ -225,16 +290,58 @@ class SSLModel(nn.Module):
     def save_pretrained(self, path, **kwargs) -> None:
         self.encoder.save_pretrained(path, **kwargs)
 
+    def lr_scale(self, name: str) -> float:
+        """DINOv2's rate factor of a parameter: ``layer_decay ** (n + 1 - layer)`` where the
+        embeddings (patch, position, CLS, registers, mask token) are layer 0, block i is layer
+        i + 1 and the rest (final norm, SEM, heads) layer n + 1; times ``patch_embed_lr_scale``
+        for the patch embedding."""
+        depth = len(self.encoder.vit.blocks)
+        embeddings = ("patch_embed", "pos_embed", "cls_token", "reg_token", "mask_token")
+        if name.startswith("encoder.vit.blocks."):
+            layer = int(name.split(".")[3]) + 1
+        elif any(part in name.split(".") for part in embeddings):
+            layer = 0
+        else:
+            layer = depth + 1
+        scale = self.ssl.layer_decay ** (depth + 1 - layer)
+        return scale * (self.ssl.patch_embed_lr_scale if ".patch_embed." in f".{name}" else 1.0)
+
+    def param_groups(self, cfg) -> list[dict]:
+        """Optimizer groups (``dlc.training.make_optimizer``): one per (rate factor, decay, frozen),
+        matrices decaying, the DINO head's prototypes frozen for ``freeze_last_layer_steps``."""
+        groups: dict[tuple, dict] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            frozen = self.ssl.freeze_last_layer_steps if name == "head.prototypes" else 0
+            key = (self.lr_scale(name), p.ndim >= 2, frozen)
+            groups.setdefault(key, {"params": [], "lr_scale": key[0], "decay": key[1], "frozen_steps": frozen})
+            groups[key]["params"].append(p)
+        return list(groups.values())
+
 
 def build_model(config: EncoderTrainingConfig) -> SSLModel:
     m = config.model
     encoder = DLCEncoder(backbone=m.backbone, backbone_kwargs=dict(m.backbone_kwargs), image_size=m.image_size,
                          input_size=m.input_size, in_channels=config.data.channels, code_length=m.code_length,
                          vocab_size=m.vocab_size, mean=tuple(m.mean), std=tuple(m.std),
-                         use_mask_token=config.ssl.ibot_weight > 0)
+                         use_mask_token=config.ssl.ibot_weight > 0, sem_eps=m.sem_eps,
+                         resize_input=m.resize_input)
     if m.pretrained:
         encoder.load_backbone_weights(True if m.pretrained == "timm" else m.pretrained)
+    set_drop_path(encoder.vit, m.drop_path)
     return SSLModel(encoder, config.ssl)
+
+
+def set_drop_path(vit: nn.Module, rate: float) -> None:
+    """Stochastic depth at the same ``rate`` in every block (DINOv2's drop_path_uniform; timm's
+    ``drop_path_rate`` would ramp it up with depth). Active in training mode only: the EMA
+    teacher, kept in eval mode, never drops. Not saved in the model folder: inference never drops."""
+    from timm.layers import DropPath
+
+    if rate:
+        for block in vit.blocks:
+            block.drop_path1, block.drop_path2 = DropPath(rate), DropPath(rate)
 
 
 def momentum_schedule(ssl: SSLConfig, steps: int):
@@ -252,8 +359,8 @@ def teacher_temp(ssl: SSLConfig, step: int, steps: int) -> float:
 class SSLLoss:
     """The loss function ``fit`` calls: multi-crop, student and teacher passes, the three losses."""
 
-    def __init__(self, config: EncoderTrainingConfig, patches: int):
-        self.config, self.patches = config, patches
+    def __init__(self, config: EncoderTrainingConfig, grid: int):
+        self.config, self.grid = config, grid  # the global crops' patch grid side
         self.center = Centering(config.ssl.prototypes, config.ssl.center_momentum)
         self.patch_center = Centering(config.ssl.prototypes, config.ssl.center_momentum)
 
@@ -265,7 +372,7 @@ class SSLLoss:
         normalize = info.ema.encoder.normalize
         global_crops = normalize(global_crops)
         crops = [global_crops] + ([normalize(local_crops)] if local_crops is not None else [])
-        masks = (random_masks(len(global_crops), self.patches, ssl.mask_prob, ssl.mask_ratio, images.device)
+        masks = (random_masks(len(global_crops), self.grid, ssl.mask_prob, ssl.mask_ratio, images.device)
                  if ssl.ibot_weight else None)
         self.center.to(images.device), self.patch_center.to(images.device)
         with torch.no_grad():
@@ -273,15 +380,12 @@ class SSLLoss:
         student = model(crops, masks, patches=masks is not None)
         temp = teacher_temp(ssl, info.step, info.total_steps)
         dino = dino_loss(student["logits"], self.center.probs(teacher["logits"], temp), ssl.student_temp, n)
-        reg = sum(koleo(e) for e in student["embedding"].split(n)) / 2
+        reg = koleo_over_crops(student["embedding"], n)
         loss = ssl.dino_weight * dino + ssl.koleo_weight * reg
         metrics = {"dino": dino.item(), "koleo": reg.item(), "teacher_temp": temp}
         if masks is not None and masks.any():
             target = self.patch_center.probs(teacher["patch_logits"][masks], temp)
-            per_patch = -(target * F.log_softmax(student["patch_logits"][masks].float() / ssl.student_temp, -1)).sum(-1)
-            # each masked image weighs the same whatever its number of masked patches
-            weight = (1 / masks.sum(1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
-            ibot = (per_patch * weight).sum() / masks.any(1).sum()
+            ibot = ibot_loss(student["patch_logits"][masks], target, masks, ssl.student_temp)
             loss = loss + ssl.ibot_weight * ibot
             metrics["ibot"] = ibot.item()
             self.patch_center.update(teacher["patch_logits"][masks])
@@ -289,14 +393,22 @@ class SSLLoss:
         return loss, metrics
 
 
+def scaled_lr(train: TrainConfig, ssl: SSLConfig) -> TrainConfig:
+    """``train`` with DINOv2's square-root rule when ``ssl.lr_batch_scaling``: ``train.lr`` is the
+    rate for a global batch of 1024, used at ``lr * sqrt(batch_size / 1024)``."""
+    if not ssl.lr_batch_scaling:
+        return train
+    return dataclasses.replace(train, lr=train.lr * math.sqrt(train.batch_size / 1024))
+
+
 def train(config: EncoderTrainingConfig) -> RunDir:
     seed_everything(config.train.seed)
     run = RunDir(config.run_dir)
     model = build_model(config)
     dataset = config.data.load("train")
-    patches = (config.crops.global_size // model.encoder.vit.patch_embed.patch_size[0]) ** 2
-    loss = SSLLoss(config, patches)
-    fit(run, config.train, model, dataset, loss, config=config, desc="encoder",
+    grid = config.crops.global_size // model.encoder.vit.patch_embed.patch_size[0]
+    loss = SSLLoss(config, grid)
+    fit(run, scaled_lr(config.train, config.ssl), model, dataset, loss, config=config, desc="encoder",
         ema_decay=momentum_schedule(config.ssl, config.train.steps),
         extra_state={"center": loss.center, "patch_center": loss.patch_center})
     return run
