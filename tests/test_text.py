@@ -20,6 +20,7 @@ from dlc.text import (
     mask_tokens,
 )
 from dlc.text import training as text_training
+from dlc.text.model import CodeGenerationMixin, padded_text_length, sequence_loss
 from dlc.text.tokenizers import minilm_tokenizer_path
 
 LAYOUT = TokenLayout(code_length=4, code_vocab=8, code_offset=100, sep_id=108, mask_id=109, pad_id=0)
@@ -223,3 +224,41 @@ def test_a_nan_temperature_is_refused_not_taken_as_greedy():
 
     with pytest.raises(ConfigError, match="temperature must be a finite number"):
         tiny_model().generate(["red apple"], temperature=float("nan"), steps=2)
+
+
+class IgnoresPadding(torch.nn.Module, CodeGenerationMixin):
+    """A text model like LLaDA's release: it drops the padding mask and attends to pad tokens."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config, self.layout, self.widths = model, model.config, model.layout, []
+        self.text_ids = model.text_ids
+
+    def forward(self, ids, padding=None):
+        self.widths.append(ids.shape[1])
+        return self.inner(ids)
+
+
+def test_scratch_model_logits_do_not_depend_on_the_padding_width():
+    model = tiny_model()
+    codes = torch.tensor([[1, 2, 3, 4]])
+    caption = model.text_ids(["ok hand"])
+    logits = [model(*build_sequences(model.layout, codes, caption, width)) for width in (None, 12)]
+    real = logits[0].shape[1]  # codes, separator and the caption: no pads
+    assert torch.allclose(logits[0], logits[1][:, :real], atol=1e-5)
+    assert padded_text_length(model) is None  # so it trains at the batch's longest caption
+
+
+def test_a_model_ignoring_its_padding_mask_trains_at_the_generation_width_and_its_codes_ignore_the_batch():
+    model = IgnoresPadding(tiny_model())
+    L, width = model.layout.code_length, model.config.max_text_length
+    sequence_loss(model, model.layout, torch.tensor([[1, 2, 3, 4]]), model.text_ids(["ok hand"]),
+                  text_length=padded_text_length(model))
+    alone = model.generate(["ok hand"], temperature=0.0)
+    with_long = model.generate(["ok hand", "woman firefighter: dark skin tone"], temperature=0.0)
+    assert set(model.widths) == {L + 1 + width}  # training saw what generation sees
+    assert torch.equal(alone[0], with_long[0])
+    # padded to the batch's longest caption instead, the same prompt would see other tokens
+    batch = model.text_ids(["ok hand", "woman firefighter: dark skin tone"])
+    assert not torch.allclose(model(build_sequences(model.layout, None, batch)[0])[:1, :L],
+                              model(build_sequences(model.layout, None, batch[:1])[0])[:, :L])

@@ -129,10 +129,12 @@ REMASKING = {
 
 
 def sequence_loss(net: Callable, layout: TokenLayout, codes: torch.Tensor, text_ids: list[list[int]],
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                  generator: torch.Generator | None = None,
+                  text_length: int | None = None) -> tuple[torch.Tensor, dict]:
     """Build, mask and score a batch; ``net(ids, padding) -> logits``. Also logs the accuracy on
-    masked code tokens (how well captions and visible tokens predict the code)."""
-    ids, padding = build_sequences(layout, codes, text_ids)
+    masked code tokens (how well captions and visible tokens predict the code). Captions are
+    padded to ``text_length`` (default: the batch's longest; ``padded_text_length``)."""
+    ids, padding = build_sequences(layout, codes, text_ids, text_length)
     ids, padding = ids.to(codes.device), padding.to(codes.device)
     noisy, masked, p = mask_tokens(ids, padding, layout.mask_id, generator=generator)
     logits = net(noisy, padding)
@@ -140,6 +142,15 @@ def sequence_loss(net: Callable, layout: TokenLayout, codes: torch.Tensor, text_
     code_masked = masked[:, : layout.code_length]
     hits = logits[:, : layout.code_length].argmax(-1) == ids[:, : layout.code_length]
     return loss, {"code_acc": float(hits[code_masked].float().mean()) if code_masked.any() else 0.0}
+
+
+def padded_text_length(model) -> int | None:
+    """The caption width to train at: the batch's longest (None) for a model that honours its
+    padding mask (``honours_padding``), else the width generation uses, ``max_text_length``.
+    LLaDA's released model ignores ``attention_mask`` (ML-GSAI/LLaDA issue 90): its pads are
+    tokens it attends to, so a prompt gives the same codes only if training and generation pad it
+    to the same width."""
+    return None if getattr(model, "honours_padding", False) else model.config.max_text_length
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +194,8 @@ class TextToCode(ModelMixin, ConfigMixin, CodeGenerationMixin):
 
     Token ids: caption pieces 0..T-1 (the trimmed tokenizer, pad = 0), codes T..T+V-1, then the
     separator and the mask. ``save_pretrained`` writes the tokenizer too (``tokenizer/``)."""
+
+    honours_padding = True  # padded positions are masked out of attention: any pad width gives the same logits
 
     @register_to_config
     def __init__(self, code_length: int = 16, vocab_size: int = 64, text_vocab_size: int = 258,

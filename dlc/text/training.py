@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..runs import RunDir
 from ..training import fit, seed_everything
 from .hf import HFTextToCode
-from .model import TextToCode, sequence_loss
+from .model import TextToCode, padded_text_length, sequence_loss
 from .tokenizers import CaptionTokenizer
 
 
@@ -158,13 +158,14 @@ def train(config: TextRunConfig) -> RunDir:
     captions = [pairs.dataset.captions[i] for i in pairs.indices] if isinstance(pairs, CaptionedCodes) else None
     model = build_model(config, L, V, captions)
     layout, run = model.layout, RunDir(config.run_dir)
+    text_length = padded_text_length(model)
 
     def loss_fn(net, batch, info):
         codes = batch.get("code")
         if encoder is not None:
             with torch.no_grad():
                 codes = encoder.to(batch["image"].device).encode(to_float(batch["image"]))
-        return sequence_loss(net, layout, codes, model.text_ids(batch["caption"]))
+        return sequence_loss(net, layout, codes, model.text_ids(batch["caption"]), text_length=text_length)
 
     fit(run, config.train, model, pairs, loss_fn, config=config, sample_fn=_sampler(config.sample), desc="text")
     return run
