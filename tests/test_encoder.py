@@ -130,7 +130,10 @@ def test_training_losses_decrease_on_real_emoji(tmp_path):
 
 
 def test_ibot_option_trains_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
-    overrides = ["ssl.ibot_weight=1.0", "train.steps=4", "train.checkpoint_every=2"]
+    # with DINOv2's fine-tuning recipe too: layer-wise rates, a frozen head across the resume, drop path
+    overrides = ["ssl.ibot_weight=1.0", "train.steps=4", "train.checkpoint_every=2", "ssl.layer_decay=0.9",
+                 "ssl.patch_embed_lr_scale=0.2", "ssl.freeze_last_layer_steps=3", "model.drop_path=0.1",
+                 "ssl.lr_batch_scaling=true"]
     full = et.train(tiny_config(tmp_path / "a", *overrides))
     # the same run killed during step 3 (after the checkpoint at step 2), then started again
     call = et.SSLLoss.__call__
@@ -153,6 +156,9 @@ def test_ibot_option_trains_and_resume_matches_uninterrupted(tmp_path, monkeypat
     state_b = torch.load(resumed.checkpoints / "4" / "state.pt", weights_only=True)
     assert torch.equal(state_a["extra"]["center"]["center"], state_b["extra"]["center"]["center"])
     assert state_a["extra"]["center"]["center"].abs().sum() > 0
+    at_2 = torch.load(full.checkpoints / "2" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    lrs = sorted({group["lr"] for group in at_2})
+    assert lrs[0] == 0 and len(lrs) >= 4  # the frozen head at 0, the other groups each at its own rate
 
 
 def test_usage_stats_on_known_codes():
