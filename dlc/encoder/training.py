@@ -308,7 +308,8 @@ class SSLModel(nn.Module):
 
     def param_groups(self, cfg) -> list[dict]:
         """Optimizer groups (``dlc.training.make_optimizer``): one per (rate factor, decay, frozen),
-        matrices decaying, the DINO head's prototypes frozen for ``freeze_last_layer_steps``."""
+        matrices decaying, the DINO head's prototypes frozen for ``freeze_last_layer_steps``. With
+        the defaults (no layer decay, no freeze) these are the two default groups, in their order."""
         groups: dict[tuple, dict] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
@@ -317,7 +318,8 @@ class SSLModel(nn.Module):
             key = (self.lr_scale(name), p.ndim >= 2, frozen)
             groups.setdefault(key, {"params": [], "lr_scale": key[0], "decay": key[1], "frozen_steps": frozen})
             groups[key]["params"].append(p)
-        return list(groups.values())
+        # the full-rate matrices first: fit logs the first group's rate
+        return sorted(groups.values(), key=lambda g: (g["frozen_steps"] > 0, -g["lr_scale"], not g["decay"]))
 
 
 def build_model(config: EncoderTrainingConfig) -> SSLModel:
