@@ -9,7 +9,7 @@ from dlc.dit.diffusion import DDPMObjective
 from dlc.encoder import DLCEncoder
 from dlc.encoder import training as et
 from dlc.stages import STAGES
-from dlc.training import group_lr_factor, lr_factor, make_optimizer
+from dlc.training import default_param_groups, group_lr_factor, lr_factor, make_optimizer
 
 
 def test_learned_variance_bound_does_not_clip_x0_outside_minus_one_one():
@@ -174,3 +174,13 @@ def test_resizing_keeps_flip_consistency():
     encoder = whole_image_encoder(True)
     flipped_first = encoder.preprocess(images.flip(-1))
     assert torch.allclose(flipped_first, encoder.preprocess(images).flip(-1), atol=1e-5)
+
+
+def test_without_the_recipe_the_encoder_keeps_the_two_default_groups_in_order():
+    """The emoji preset (no layer decay, no frozen head) optimises exactly as before the hook."""
+    config = STAGES["encoder"].load_config("emoji", ["ssl.prototypes=64", "ssl.head_hidden=32", "ssl.head_bottleneck=16"])
+    model = et.build_model(config)
+    groups = make_optimizer(model, config.train).param_groups
+    default = default_param_groups(model, config.train)
+    assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in default]
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0] and [g["weight_decay"] for g in groups] == [0.04, 0.0]
