@@ -1,7 +1,9 @@
 """``DLCPipeline``: the DiT with its VAE, scheduler, and (when trained) encoder, code prior and text model.
 
     pipe = DLCPipeline.from_pretrained("runs/demo")      # a saved pipeline, a hub repo id, a project root or a DiT run
-    out = pipe(codes=codes, guidance_scale=1.4, generator=torch.Generator().manual_seed(0))
+    pipe.sampling                                        # how it samples by default: the runs' ``sample:`` settings
+    out = pipe(codes=codes, generator=torch.Generator().manual_seed(0))
+    out = pipe(codes=codes, guidance_scale=3.0)          # one setting overridden for this call
     out.images, out.codes                                # PIL images and the (B, L) codes they were drawn from
     out = pipe(image=[img])                              # encode, then regenerate
     out = pipe(num_images=16)                            # codes from the prior
@@ -17,6 +19,12 @@ generator's seed alone. (The generators' seeds are read, not their state: the sa
 the same images every call.) The codes drawn by the prior, the text model or composition come
 from the stream of ``code_seed(seed)``, the DiT's noise from that of ``seed``.
 
+Sampling settings are data: ``pipe.sampling`` (a ``Sampling``: the DiT's sampler, steps, guidance
+scale, interval and channels; the prior's steps, temperature, eta and remasking window; the text
+model's steps, temperature, remasking and guidance; composition) is saved with the pipeline
+(``model_index.json``), read by ``from_runs`` from each run's ``sample:`` section of config.yaml,
+and used by every call; each ``__call__`` keyword left at None means "the saved setting".
+
 ``from_pretrained`` accepts four layouts:
 - a folder written by ``save_pretrained`` (``model_index.json``), or a hub repo id of one (a
   snapshot download, as diffusers does);
@@ -28,7 +36,7 @@ from the stream of ``code_seed(seed)``, the DiT's noise from that of ``seed``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +72,17 @@ def sample_keys(generator, start_index: int, num: int) -> tuple[Seed, list[int]]
 
 
 @dataclass
+class DiTSampling:
+    """How the DiT draws images from codes (``dlc.dit.diffusion.sample``)."""
+
+    sampler: str | None = None  # None: the pipeline's scheduler (its objective's default sampler)
+    steps: int = 50
+    guidance_scale: float = 1.0  # 1: no classifier-free guidance
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # noise levels (0 clean, 1 noise) where guidance applies
+    guidance_channels: int | None = None  # None: all channels; 3 as in DiT's paper
+
+
+@dataclass
 class PriorSampling:
     """How the prior draws codes (``dlc.prior.sample_codes``)."""
 
@@ -92,6 +111,56 @@ class Composition:
 
 
 @dataclass
+class Sampling:
+    """Every stage's sampling settings: what a call uses for what it is not told."""
+
+    dit: DiTSampling = field(default_factory=DiTSampling)
+    prior: PriorSampling = field(default_factory=PriorSampling)
+    text: TextSampling = field(default_factory=TextSampling)
+    composition: Composition = field(default_factory=Composition)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Sampling:
+        """From ``to_dict``'s form (or a run's ``sample:`` sections): unknown keys (``num``,
+        ``prompts``) are ignored, missing ones take the defaults."""
+        data = data or {}
+        return cls(**{f.name: _from_dict(f.default_factory, data.get(f.name)) for f in fields(cls)})
+
+    def to_dict(self) -> dict:
+        """JSON-ready (tuples as lists), as saved in model_index.json and settings.json."""
+        return {name: {k: list(v) if isinstance(v, tuple) else v for k, v in part.items()}
+                for name, part in asdict(self).items()}
+
+    def updated(self, **stages) -> Sampling:
+        """A copy with each stage given as a dataclass (replaced whole) or a dict (only the fields it
+        names; None values skipped) or None (kept)."""
+        out = {}
+        for name, given in stages.items():
+            saved = getattr(self, name)
+            if isinstance(given, dict):
+                given = replace(saved, **_tuples({k: v for k, v in given.items() if v is not None}))
+            out[name] = saved if given is None else given
+        return replace(self, **out)
+
+
+def _from_dict(kind, data: dict | None):
+    names = {f.name for f in fields(kind)}
+    return kind(**_tuples({k: v for k, v in (data or {}).items() if k in names}))
+
+
+def _tuples(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _run_sample_section(path) -> dict:
+    """The ``sample:`` section of a run directory's config.yaml ({} for a bare model folder)."""
+    import yaml
+
+    config = Path(path) / "config.yaml"
+    return (yaml.safe_load(config.read_text()) or {}).get("sample") or {} if config.is_file() else {}
+
+
+@dataclass
 class DLCPipelineOutput(BaseOutput):
     images: list | np.ndarray | torch.Tensor
     codes: torch.Tensor | None
@@ -103,12 +172,23 @@ class DLCPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "encoder->prior->text_model->dit->vae"
     _optional_components = ["vae", "encoder", "prior", "text_model"]
 
-    def __init__(self, dit, scheduler, vae=None, encoder=None, prior=None, text_model=None, objective: str = "flow"):
+    def __init__(self, dit, scheduler, vae=None, encoder=None, prior=None, text_model=None, objective: str = "flow",
+                 sampling: dict | Sampling | None = None):
         super().__init__()
         self.register_modules(dit=dit, scheduler=scheduler, vae=vae, encoder=encoder, prior=prior,
                               text_model=text_model)
-        self.register_to_config(objective=objective)
+        sampling = sampling if isinstance(sampling, Sampling) else Sampling.from_dict(sampling)
+        self.register_to_config(objective=objective, sampling=sampling.to_dict())
         self._check_parts()
+
+    @property
+    def sampling(self) -> Sampling:
+        """The saved sampling settings (change them with ``set_sampling``)."""
+        return Sampling.from_dict(self.config.sampling)
+
+    def set_sampling(self, **stages) -> None:
+        """Change the saved settings, e.g. ``set_sampling(prior={"steps": 64})`` (see ``Sampling.updated``)."""
+        self.register_to_config(sampling=self.sampling.updated(**stages).to_dict())
 
     # ---- loading and saving --------------------------------------------------------------------
 
@@ -146,7 +226,8 @@ class DLCPipeline(DiffusionPipeline):
     def from_runs(cls, dit_run, encoder=None, prior=None, text_model=None, sampler: str | None = None,
                   trust_remote_code: bool = False, **kwargs) -> DLCPipeline:
         """A pipeline from run directories (or model folders); the scheduler is the DiT run's sampler
-        (or ``sampler``), the VAE the one it was trained in."""
+        (or ``sampler``), the VAE the one it was trained in, the sampling settings each run's
+        ``sample:`` section."""
         from .config import load_config
         from .dit import DiT, DiTRunConfig
         from .encoder import DLCEncoder
@@ -163,6 +244,10 @@ class DLCPipeline(DiffusionPipeline):
             vae = AutoencoderKL.from_pretrained(config.latent)
         if encoder is None and config.condition.kind == "encoder":
             encoder = config.condition.encoder
+        runs = {"dit": dit_run, "prior": prior, "text": text_model}
+        sampling = Sampling.from_dict({name: _run_sample_section(run) for name, run in runs.items() if run is not None})
+        if sampler:
+            sampling = sampling.updated(dit={"sampler": sampler})
         return cls(
             dit=DiT.from_pretrained(model_folder(dit_run)).eval(),
             scheduler=objective.make_scheduler(sampler or config.sample.sampler or objective.default_sampler),
@@ -171,7 +256,7 @@ class DLCPipeline(DiffusionPipeline):
             prior=load_prior(prior) if prior is not None else None,
             text_model=load_text_model(text_model, trust_remote_code).eval() if text_model is not None else None,
             objective=config.objective,
-            **kwargs,
+            **{"sampling": sampling, **kwargs},
         )
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
@@ -207,44 +292,63 @@ class DLCPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, codes: torch.Tensor | None = None, image=None, prompt: Sequence[str] | str | None = None,
                  compose: Sequence | None = None, num_images: int | None = None, *, num_images_per_prompt: int = 1,
-                 guidance_scale: float = 1.4, num_inference_steps: int = 50, generator=None,
+                 guidance_scale: float | None = None, num_inference_steps: int | None = None, generator=None,
                  scheduler: str | None = None, guidance_channels: int | None = None,
-                 guidance_interval: tuple[float, float] = (0.0, 1.0), prior_sampling: PriorSampling | None = None,
-                 text_sampling: TextSampling | None = None, composition: Composition | None = None,
+                 guidance_interval: tuple[float, float] | None = None, prior_sampling: PriorSampling | dict | None = None,
+                 text_sampling: TextSampling | dict | None = None, composition: Composition | dict | None = None,
                  start_index: int = 0, batch_size: int = 16, output_type: str = "pil", return_dict: bool = True):
         """Generate images. Exactly one code source: ``codes`` ((B, L) long or soft (B, L, V)),
         ``image`` (encoded), ``prompt`` (the text model), ``compose`` (images or codes to mix), or
         none (the prior draws ``num_images`` codes; an unconditional DiT needs no codes).
 
-        ``scheduler``: a sampler name for this call (flow: euler, heun, dpm; ddpm: ddpm, ddim, dpm)
-        instead of the pipeline's scheduler. ``guidance_channels``: guide only the first k
-        channels (3 as DiT's paper; default all). ``guidance_interval``: noise levels (0 clean,
-        1 noise) where guidance applies. ``prior_sampling``, ``text_sampling``, ``composition``:
-        how codes are drawn. ``start_index``: the index of the first sample (to redraw part of a run).
+        Every sampling keyword left at None takes the pipeline's saved setting (``self.sampling``):
+        ``guidance_scale``, ``num_inference_steps``, ``scheduler`` (a sampler name: flow: euler,
+        heun, dpm; ddpm: ddpm, ddim, dpm), ``guidance_channels`` (guide only the first k channels;
+        0: all), ``guidance_interval`` (noise levels, 0 clean, 1 noise, where guidance applies);
+        ``prior_sampling``, ``text_sampling``, ``composition``: a settings object (replaces the
+        saved one) or a dict of the fields to change. ``start_index``: the index of the first
+        sample (to redraw part of a run).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        settings = self.resolve_sampling(
+            dit={"sampler": scheduler, "steps": num_inference_steps, "guidance_scale": guidance_scale,
+                 "guidance_interval": guidance_interval, "guidance_channels": guidance_channels},
+            prior=prior_sampling, text=text_sampling, composition=composition)
         image, prompt = _listed(image, prompt)
         total = self._count(codes, image, prompt, compose, num_images, num_images_per_prompt)
         seed, indices = sample_keys(generator, start_index, total)
         codes = self.make_codes(codes, image, prompt, compose, total, seed=code_seed(seed), indices=indices,
-                                num_images_per_prompt=num_images_per_prompt, prior_sampling=prior_sampling,
-                                text_sampling=text_sampling, composition=composition)
-        objective = get_objective(self.config.objective)
-        sampler = self.scheduler if scheduler is None else objective.make_scheduler(scheduler)
-        starts = range(0, total, batch_size)
+                                num_images_per_prompt=num_images_per_prompt, prior_sampling=settings.prior,
+                                text_sampling=settings.text, composition=settings.composition)
         pixels = []
-        with self.progress_bar(total=len(starts) * num_inference_steps) as bar:
+        starts = range(0, total, batch_size)
+        with self.progress_bar(total=len(starts) * settings.dit.steps) as bar:
             for start in starts:
                 stop = min(total, start + batch_size)
-                latents = sample(self.dit, objective, codes[start:stop].to(self.device) if codes is not None else None,
-                                 num=stop - start, seed=seed_slice(seed, start, stop), indices=indices[start:stop],
-                                 steps=num_inference_steps, sampler=sampler, guidance_scale=guidance_scale,
-                                 guidance_channels=guidance_channels, guidance_interval=guidance_interval,
-                                 on_step=bar.update)
+                batch = codes[start:stop].to(self.device) if codes is not None else None
+                latents = self.denoise(batch, stop - start, seed_slice(seed, start, stop), indices[start:stop],
+                                       settings.dit, on_step=bar.update)
                 pixels.append(self.decode(latents).cpu())
         images = _convert(torch.cat(pixels), output_type)
         return DLCPipelineOutput(images=images, codes=codes) if return_dict else (images, codes)
+
+    def resolve_sampling(self, **stages) -> Sampling:
+        """The settings a call uses: the saved ones, updated with the call's (see ``Sampling.updated``);
+        ``guidance_channels=0`` means all channels."""
+        settings = self.sampling.updated(**stages)
+        if settings.dit.guidance_channels == 0:
+            settings = replace(settings, dit=replace(settings.dit, guidance_channels=None))
+        return settings
+
+    def denoise(self, codes: torch.Tensor | None, num: int, seed: Seed, indices: Sequence[int], dit: DiTSampling,
+                on_step=None) -> torch.Tensor:
+        """Model-space samples (N, C, H, W) of ``num`` images from their codes, drawn as ``dit`` says."""
+        objective = get_objective(self.config.objective)
+        scheduler = self.scheduler if dit.sampler is None else objective.make_scheduler(dit.sampler)
+        return sample(self.dit, objective, codes, num=num, seed=seed, indices=list(indices), steps=dit.steps,
+                      sampler=scheduler, guidance_scale=dit.guidance_scale, guidance_channels=dit.guidance_channels,
+                      guidance_interval=tuple(dit.guidance_interval), on_step=on_step)
 
     def _count(self, codes, image, prompt, compose, num_images, per_prompt: int) -> int:
         """How many images a call makes, from its one code source (``image`` and ``prompt`` as lists)."""
@@ -277,15 +381,15 @@ class DLCPipeline(DiffusionPipeline):
         if image is not None:
             return self._part("encoder", "images").encode(self.encoder_input(image)).cpu()
         if prompt is not None:
-            t = text_sampling or TextSampling()
+            t = text_sampling or self.sampling.text
             return self._part("text_model", "prompts").generate(
                 list(prompt), num_per_prompt=num_images_per_prompt, seed=seed, steps=t.steps, temperature=t.temperature,
                 remasking=t.remasking, guidance_scale=t.guidance_scale, indices=indices).cpu()
         if compose is not None:
-            return self._composed(compose, seed, indices, composition or Composition())
+            return self._composed(compose, seed, indices, composition or self.sampling.composition)
         if self.dit.code_embedder is None:
             return None
-        p = prior_sampling or PriorSampling()
+        p = prior_sampling or self.sampling.prior
         return self._part("prior", "num_images").sample(num_images, seed=seed, steps=p.steps, temperature=p.temperature,
                                                         eta=p.eta, window=tuple(p.window), indices=indices).cpu()
 

@@ -8,7 +8,7 @@ from PIL import Image
 from dlc.cli import main
 from dlc.cli import sample as sample_cmd
 from dlc.codes import save_codes
-from dlc.pipeline import DLCPipelineOutput
+from dlc.pipeline import DLCPipeline, DLCPipelineOutput, Sampling
 from dlc.seeding import sample_seed
 
 L, V = 8, 16
@@ -19,6 +19,8 @@ class StubPipeline:
     code's sum, the rest is noise from (seed, index)."""
 
     calls: list = []
+    sampling = Sampling()
+    resolve_sampling = DLCPipeline.resolve_sampling
 
     def __call__(self, codes=None, image=None, num_images=None, prompt=None, generator=None, start_index=0,
                  output_type="pil", return_dict=True, **kwargs):
@@ -72,8 +74,9 @@ def test_sample_from_codes_writes_pngs_grid_codes_settings_and_npz(stub, tmp_pat
     npz = np.load(out / "samples.npz")["arr_0"]
     assert npz.dtype == np.uint8 and npz.shape == (5, 4, 4, 3) and np.array_equal(npz, images.numpy())
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["seed"] == 3 and settings["guidance_scale"] == 2.0 and settings["num_inference_steps"] == 7
-    assert settings["sampler"] == "ddim" and settings["num_images"] == 5 and settings["verb"] == "sample"
+    dit = settings["sampling"]["dit"]
+    assert settings["seed"] == 3 and dit["guidance_scale"] == 2.0 and dit["steps"] == 7
+    assert dit["sampler"] == "ddim" and settings["num_images"] == 5 and settings["verb"] == "sample"
     assert stub.calls[0]["scheduler"] == "ddim" and stub.calls[0]["num_inference_steps"] == 7
     assert stub.calls[0]["seed"] == 3  # --seed reaches the pipeline as its generator's seed
 
@@ -99,7 +102,7 @@ def test_compose_from_stored_codes_keeps_agreeing_positions(stub, tmp_path):
     assert (codes[:, :4] == a[:4]).all()  # agreeing positions and the masked ones come from a
     assert ((codes == a) | (codes == b)).all()
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["method"] == "random" and settings["sources"] == [f"{tmp_path / 'codes.npy'}[{r}]" for r in (0, 1)]
+    assert settings["sampling"]["composition"]["method"] == "random" and settings["sources"] == [f"{tmp_path / 'codes.npy'}[{r}]" for r in (0, 1)]
     _, images = read(out)
     assert images[:, 0, 0, 0].tolist() == codes.sum(1).tolist()
 
@@ -193,7 +196,7 @@ def test_sample_command_on_a_saved_pipeline(tiny_dit_run, tmp_path):
     assert torch.equal(a, b)  # batch size does not change any image
     assert a.float().std() > 0 and not torch.equal(a[0], a[1])
     settings = json.loads((tmp_path / "a" / "settings.json").read_text())
-    assert settings["num_inference_steps"] == 2 and settings["seed"] == 5 and settings["model"] == str(tiny_dit_run)
+    assert settings["sampling"]["dit"]["steps"] == 2 and settings["seed"] == 5 and settings["model"] == str(tiny_dit_run)
     assert np.load(tmp_path / "a" / "samples.npz")["arr_0"].shape == (3, 32, 32, 3)
     assert main(["sample", str(tiny_dit_run), *common, "--out", str(tmp_path / "c"), "--start", "2"]) == 0
     names, c = read(tmp_path / "c")

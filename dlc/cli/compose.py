@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from ..errors import DLCError
@@ -26,13 +24,13 @@ def register(sub) -> None:
     source.add_argument("--images", nargs="+", metavar="IMAGE", help="two or more source images")
     source.add_argument("--codes", metavar="FILE.npy", help="stored codes; pick the sources with --rows")
     parser.add_argument("--rows", nargs="+", type=int, default=None, help="rows of --codes to compose")
-    parser.add_argument("--method", choices=["random", "average"], default="random", help="(default: %(default)s)")
+    parser.add_argument("--method", choices=["random", "average"], default=None, help="how tokens mix" + common.SAVED)
     parser.add_argument("--weights", nargs="+", type=float, default=None,
                         help="one weight per source (default: equal); 1 0 returns the first source")
     parser.add_argument("--mask", default=None, metavar="POSITIONS",
                         help="positions taken from the first source, the rest from the second, e.g. '0-15,31'")
-    parser.add_argument("--tau", type=float, default=1e-3,
-                        help="temperature of image sources' distributions (default: %(default)s, the authors')")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="temperature of image sources' distributions (the authors': 1e-3)" + common.SAVED)
     parser.set_defaults(func=run)
 
 
@@ -77,18 +75,18 @@ def image_sources(pipe, pil_images) -> list[torch.Tensor]:
 def run(args) -> int:
     from ..compose import compose
 
+    common.check_chunk_size(args)
     pipe = common.load_pipeline(args.model, args.device, args.trust_remote_code)
+    sampling = common.resolved_sampling(args, pipe)
     sources, described = sources_from_args(args, pipe)
     if len(sources) < 2:
         raise DLCError(f"composition needs two or more sources; got {len(sources)}")
     length = sources[0].shape[0]
     mask = parse_positions(args.mask, length) if args.mask else None
-    codes = compose(sources, n=args.start + args.num, seed=args.seed, method=args.method, weights=args.weights,
-                    mask=mask, tau=args.tau)
-    indices = common.shard(list(range(args.start, args.start + args.num)))
-    images = common.generate(pipe, indices, codes[indices], **common.generation_kwargs(args))
-    settings = {**common.common_settings("compose", args, pipe), "sources": described, "method": args.method,
-                "weights": args.weights, "mask": args.mask, "tau": args.tau, "num": args.num}
-    common.write_outputs(Path(args.out), images, indices, settings, codes=codes, npz=args.npz,
-                  grid_cols=args.grid_cols)
+    method, tau = sampling.composition.method, sampling.composition.tau
+    codes = compose(sources, n=args.start + args.num, seed=args.seed, method=method, weights=args.weights,
+                    mask=mask, tau=tau)
+    settings = {**common.common_settings("compose", args, pipe, sampling), "sources": described,
+                "weights": args.weights, "mask": args.mask}
+    common.stream(args, pipe, settings, sampling, list(range(args.start, args.start + args.num)), codes=codes)
     return 0

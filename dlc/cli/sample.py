@@ -39,20 +39,67 @@ def add_generation_args(parser: argparse.ArgumentParser, default_out: str) -> No
     parser.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i) (default: %(default)s)")
     parser.add_argument("--start", type=int, default=0,
                         help="index of the first sample, to redraw part of an earlier run (default: %(default)s)")
-    parser.add_argument("--guidance-scale", "--cfg", type=float, default=1.4, dest="guidance_scale",
-                        help="classifier-free guidance scale; 1 disables it (default: %(default)s, the paper's)")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s; the paper: ddpm 250)")
-    parser.add_argument("--sampler", choices=SCHEDULERS, default=None,
-                        help="diffusers scheduler (default: the model's objective's default)")
+    add_sampling_args(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="auto",
                         help="auto (this process's GPU under accelerate, else cuda, else cpu), cpu, cuda:1, ... "
+                        "(default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="samples drawn per process between writes to disk; a kill loses at most one chunk "
                         "(default: %(default)s)")
     parser.add_argument("--npz", action="store_true", help="also write OUT/samples.npz (uint8 NHWC) for the ADM evaluator")
     parser.add_argument("--grid-cols", type=int, default=None, help="images per grid row (default: square)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow a text model that ships its own Python code (LLaDA) to run it; only for "
                         "pipelines from a source you trust (default: refused)")
+
+
+SAVED = " (default: the pipeline's saved setting; see settings.json)"
+
+
+def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per sampling setting; each left unset takes the pipeline's saved setting (the runs'
+    ``sample:`` sections, the paper's values in the ImageNet presets)."""
+    dit = parser.add_argument_group("DiT sampling", "how images are drawn from codes")
+    dit.add_argument("--guidance-scale", "--cfg", type=float, default=None, dest="guidance_scale",
+                     help="classifier-free guidance scale; 1 disables it (the paper: 1.4)" + SAVED)
+    dit.add_argument("--steps", type=int, default=None, help="DiT sampler steps (the paper: ddpm 250)" + SAVED)
+    dit.add_argument("--sampler", choices=SCHEDULERS, default=None, help="diffusers scheduler" + SAVED)
+    dit.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                     help="noise levels (0 clean, 1 noise) where guidance applies" + SAVED)
+    dit.add_argument("--guidance-channels", type=int, default=None, metavar="K",
+                     help="guide only the first K latent channels; 0: all" + SAVED)
+    prior = parser.add_argument_group("prior sampling", "how the code prior draws codes")
+    prior.add_argument("--prior-steps", type=int, default=None, help="prior denoising steps (the paper: 4096)" + SAVED)
+    prior.add_argument("--prior-temperature", type=float, default=None, help="prior temperature" + SAVED)
+    prior.add_argument("--eta", type=float, default=None,
+                       help="remasking strength inside --remask-window; 0: none (the paper: 0.01)" + SAVED)
+    prior.add_argument("--remask-window", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                       help="times t where remasking applies (the paper: 0.3 0.55)" + SAVED)
+    text = parser.add_argument_group("text sampling", "how the text model draws codes from a prompt")
+    text.add_argument("--text-steps", type=int, default=None, help="text model denoising steps" + SAVED)
+    text.add_argument("--text-temperature", type=float, default=None, help="text model temperature" + SAVED)
+    text.add_argument("--remasking", choices=["low_confidence", "random"], default=None,
+                      help="which tokens the text model keeps each step" + SAVED)
+    text.add_argument("--text-guidance", type=float, default=None, help="text model guidance scale" + SAVED)
+
+
+def sampling_overrides(args) -> dict:
+    """The flags given, as ``Sampling.updated`` stages (unset flags are None: the saved setting)."""
+    flags = vars(args)
+    return {"dit": {"sampler": flags.get("sampler"), "steps": flags.get("steps"),
+                    "guidance_scale": flags.get("guidance_scale"), "guidance_interval": flags.get("guidance_interval"),
+                    "guidance_channels": flags.get("guidance_channels")},
+            "prior": {"steps": flags.get("prior_steps"), "temperature": flags.get("prior_temperature"),
+                      "eta": flags.get("eta"), "window": flags.get("remask_window")},
+            "text": {"steps": flags.get("text_steps"), "temperature": flags.get("text_temperature"),
+                     "remasking": flags.get("remasking"), "guidance_scale": flags.get("text_guidance")},
+            "composition": {"method": flags.get("method"), "tau": flags.get("tau")}}
+
+
+def resolved_sampling(args, pipe):
+    """The settings this command samples with: the pipeline's, with the flags given applied."""
+    return pipe.resolve_sampling(**sampling_overrides(args))
 
 
 def register(sub) -> None:
@@ -70,9 +117,6 @@ def register(sub) -> None:
     add_generation_args(parser, "samples")
     parser.add_argument("-n", "--num", type=int, default=None,
                         help="how many samples (default: 16 from the prior, else every row/image from --start)")
-    parser.add_argument("--chunk-size", type=int, default=256,
-                        help="samples drawn per process between writes to disk; a kill loses at most one chunk "
-                        "(default: %(default)s)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--codes", default=None, metavar="FILE.npy", help="stored codes, one image per row")
     source.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
@@ -117,12 +161,14 @@ def wait_for_everyone() -> None:
     process_state().wait_for_everyone()
 
 
-def generation_kwargs(args) -> dict:
-    kwargs = {"guidance_scale": args.guidance_scale, "num_inference_steps": args.steps,
-              "generator": torch.Generator().manual_seed(args.seed), "batch_size": args.batch_size}
-    if args.sampler:
-        kwargs["scheduler"] = args.sampler
-    return kwargs
+def generation_kwargs(args, sampling) -> dict:
+    """The pipeline call's keywords: every resolved setting passed explicitly, so what settings.json
+    records is what draws."""
+    d = sampling.dit
+    return {"guidance_scale": d.guidance_scale, "num_inference_steps": d.steps, "scheduler": d.sampler,
+            "guidance_interval": d.guidance_interval, "guidance_channels": d.guidance_channels or 0,
+            "prior_sampling": sampling.prior, "text_sampling": sampling.text, "composition": sampling.composition,
+            "generator": torch.Generator().manual_seed(args.seed), "batch_size": args.batch_size}
 
 
 def generate(pipe, indices: list[int], codes: torch.Tensor | None = None, **inputs) -> torch.Tensor:
@@ -163,22 +209,12 @@ def finish_folder(folder: SampleFolder, settings: dict, codes: torch.Tensor | No
           f"and settings.json to {folder.root}")
 
 
-def write_outputs(out: Path, images: torch.Tensor, indices: list[int], settings: dict,
-                  codes: torch.Tensor | None = None, npz: bool = False, grid_cols: int | None = None) -> None:
-    """Write this process's PNGs of ``indices`` into ``out`` (refused if it holds samples made
-    with other settings); then (on the main process) the grid, codes, npz and settings."""
-    folder = claim_folder(out, settings)
-    folder.write(images, indices)
-    finish_folder(folder, settings, codes=codes, npz=npz, grid_cols=grid_cols)
-
-
-def common_settings(verb: str, args, pipe) -> dict:
+def common_settings(verb: str, args, pipe, sampling) -> dict:
     import dlc
 
     model = Path(args.model).resolve() if Path(args.model).exists() else args.model  # a path, or a hub id
     return {"verb": verb, "model": str(model), "seed": args.seed, "start": args.start,
-            "guidance_scale": args.guidance_scale, "num_inference_steps": args.steps,
-            "sampler": args.sampler or "default", "batch_size": args.batch_size,
+            "sampling": sampling.to_dict(), "batch_size": args.batch_size,
             "device": torch.device(resolve_device(args.device)).type,  # cuda:0 and cuda:1 draw the same images
             "pipeline": type(pipe).__name__, "dlc_version": dlc.__version__}
 
@@ -231,17 +267,21 @@ def chunks(indices: list[int], size: int) -> list[list[int]]:
     return out
 
 
-def chunk_inputs(chunk: list[int], codes: torch.Tensor | None, files: list[Path] | None) -> dict:
-    """The pipeline inputs of the samples ``chunk``: their codes, their images, or prior draws."""
+def chunk_inputs(chunk: list[int], codes: torch.Tensor | None, files: list[Path] | None,
+                 prompts: list[str] | None = None) -> dict:
+    """The pipeline inputs of the samples ``chunk``: their codes, images or prompts, or prior draws."""
     if codes is not None:
         return {"codes": codes[chunk]}
     if files is not None:
         return {"image": open_images([files[i] for i in chunk])}
+    if prompts is not None:
+        return {"prompt": [prompts[i] for i in chunk]}
     return {"num_images": len(chunk)}
 
 
 def draw_missing(folder: SampleFolder, pipe, indices: list[int], kwargs: dict, chunk_size: int,
-                 codes: torch.Tensor | None = None, files: list[Path] | None = None) -> None:
+                 codes: torch.Tensor | None = None, files: list[Path] | None = None,
+                 prompts: list[str] | None = None) -> None:
     """Draw this process's share of ``indices`` that has no PNG yet, writing each chunk as it comes."""
     rank, world = distributed()
     mine = shard(indices)
@@ -250,17 +290,31 @@ def draw_missing(folder: SampleFolder, pipe, indices: list[int], kwargs: dict, c
           f"({len(mine) - len(todo)} already in {folder.images})")
     with tqdm(total=len(todo), desc="samples", unit="img", disable=rank != 0 or not todo) as bar:
         for chunk in chunks(todo, chunk_size):
-            folder.write(generate(pipe, chunk, **chunk_inputs(chunk, codes, files), **kwargs), chunk)
+            folder.write(generate(pipe, chunk, **chunk_inputs(chunk, codes, files, prompts), **kwargs), chunk)
             bar.update(len(chunk))
+
+
+def check_chunk_size(args) -> None:
+    if args.chunk_size < 1:
+        raise DLCError(f"--chunk-size must be at least 1; got {args.chunk_size}")
+
+
+def stream(args, pipe, settings: dict, sampling, indices: list[int], codes: torch.Tensor | None = None,
+           **inputs) -> None:
+    """Claim --out, draw the missing ``indices`` chunk by chunk, then the grid, codes and npz."""
+    settings.update(num=len(indices), chunk_size=args.chunk_size)
+    folder = claim_folder(args.out, settings)
+    draw_missing(folder, pipe, indices, generation_kwargs(args, sampling), args.chunk_size, codes=codes, **inputs)
+    finish_folder(folder, settings, codes=codes, npz=args.npz, grid_cols=args.grid_cols)
 
 
 def run(args) -> int:
     from ..codes import load_codes
 
-    if args.chunk_size < 1:
-        raise DLCError(f"--chunk-size must be at least 1; got {args.chunk_size}")
+    check_chunk_size(args)
     pipe = load_pipeline(args.model, args.device, args.trust_remote_code)
-    settings = common_settings("sample", args, pipe)
+    sampling = resolved_sampling(args, pipe)
+    settings = common_settings("sample", args, pipe, sampling)
     codes = files = None
     if args.codes:
         codes = load_codes(args.codes)
@@ -273,8 +327,5 @@ def run(args) -> int:
     else:
         indices = select(args, None)
         settings["codes"] = "prior"
-    settings.update(num=len(indices), chunk_size=args.chunk_size)
-    folder = claim_folder(args.out, settings)
-    draw_missing(folder, pipe, indices, generation_kwargs(args), args.chunk_size, codes=codes, files=files)
-    finish_folder(folder, settings, codes=codes, npz=args.npz, grid_cols=args.grid_cols)
+    stream(args, pipe, settings, sampling, indices, codes=codes, files=files)
     return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from . import sample as common
 
 
@@ -20,10 +18,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    common.check_chunk_size(args)
     pipe = common.load_pipeline(args.model, args.device, args.trust_remote_code)
+    sampling = common.resolved_sampling(args, pipe)
     prompts = [p for p in args.prompts for _ in range(args.num)]
-    indices = common.shard(list(range(args.start, len(prompts))))
-    images = common.generate(pipe, indices, prompt=[prompts[i] for i in indices], **common.generation_kwargs(args))
-    settings = {**common.common_settings("text2img", args, pipe), "prompts": args.prompts, "num_per_prompt": args.num}
-    common.write_outputs(Path(args.out), images, indices, settings, npz=args.npz, grid_cols=args.grid_cols)
+    settings = {**common.common_settings("text2img", args, pipe, sampling), "prompts": args.prompts,
+                "num_per_prompt": args.num}
+    common.stream(args, pipe, settings, sampling, list(range(args.start, len(prompts))), prompts=prompts)
     return 0

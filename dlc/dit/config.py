@@ -60,6 +60,7 @@ class SampleConfig:
     steps: PositiveInt = 50
     guidance_scale: NonNegativeFloat = 1.0
     guidance_channels: PositiveInt | None = None  # None: all channels; 3 as in DiT's paper
+    guidance_interval: tuple[Probability, Probability] = (0.0, 1.0)  # noise levels (0 clean, 1 noise) guided
     num: PositiveInt = 16
 
 

@@ -130,6 +130,7 @@ class PriorSampleConfig:
     steps: PositiveInt = 128
     temperature: NonNegativeFloat = 1.0
     eta: Probability = 0.0
+    window: tuple[Probability, Probability] = (0.3, 0.55)  # times t where eta > 0 remasks (the paper's)
     num: PositiveInt = 256
 
 
@@ -186,7 +187,8 @@ def train(config: PriorRunConfig) -> RunDir:
         ema_model.eval()
         bits = heldout_bits(ema_model, heldout) if len(heldout) else float("nan")
         s = config.sample
-        codes = ema_model.sample(s.num, seed=0, steps=s.steps, temperature=s.temperature, eta=s.eta).cpu()
+        codes = ema_model.sample(s.num, seed=0, steps=s.steps, temperature=s.temperature, eta=s.eta,
+                                   window=tuple(s.window)).cpu()
         save_codes(run_dir.samples / f"codes-{step:07d}.npy", codes)
         stats = code_statistics(codes, heldout) if len(heldout) else {}
         run_dir.log_metrics(step, heldout_bits=bits, **{f"sample_{k}": v for k, v in stats.items()})
