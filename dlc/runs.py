@@ -269,9 +269,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
+def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module | dict, ema: torch.nn.Module | None,
                     state: dict, keep: int = 2) -> Path:
     """Write checkpoint ``step`` atomically; keep the newest ``keep`` (0 keeps all).
+
+    ``model`` is a module or its full state dict (under FSDP or DeepSpeed ZeRO-3 only
+    ``accelerator.get_state_dict`` gathers it; a sharded module's own ``state_dict`` holds one shard).
 
     ``state`` holds everything else to restore (optimizer, scheduler, data position, ...): it is
     saved with ``torch.save`` together with the RNG states, as tensors and plain values only, and is
@@ -281,7 +284,8 @@ def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, ema: torch.n
     tmp = run.checkpoints / f".tmp-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_contiguous(model.state_dict()), tmp / "model.safetensors")
+    weights = model if isinstance(model, dict) else model.state_dict()
+    save_file(_contiguous(weights), tmp / "model.safetensors")
     if ema is not None:
         save_file(_contiguous(ema.state_dict()), tmp / "ema.safetensors")
     torch.save({"step": step, "rng": rng_state(), **state}, tmp / "state.pt")

@@ -44,10 +44,15 @@ def seed_everything(seed: int) -> None:
 
 
 class EMA:
-    """An exponential moving average of a model's parameters (buffers are copied as they are)."""
+    """An exponential moving average of a model's parameters (buffers are copied as they are).
+
+    A constant ``decay`` of 0 turns it off: no copy is made (an 8B model would cost 16 GB more),
+    ``.model`` is the trained model itself and ``update`` does nothing.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float | Callable[[int], float] = 0.999, warmup: bool = True):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.off = not callable(decay) and decay == 0
+        self.model = model if self.off else copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
         self.warmup = warmup
 
@@ -57,6 +62,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
+        if self.off:
+            return
         decay = self.decay_at(step)
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
             ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
@@ -237,7 +244,7 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
     step = 0
     latest = run.latest_checkpoint()
     if latest is not None:
-        state = load_checkpoint(latest, model, ema)
+        state = load_checkpoint(latest, model, None if ema.off else ema)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         for name, obj in extra_state.items():
@@ -250,8 +257,11 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
         if main:
             run.truncate_metrics(step)
             print(f"resuming {run.root} from step {step}")
-    ema.model.to(accelerator.device)
+    if not ema.off:
+        ema.model.to(accelerator.device)
     prepared_model, optimizer = accelerator.prepare(model, optimizer)
+    if ema.off:
+        ema.model = accelerator.unwrap_model(prepared_model)
 
     loader = _loader(dataset, cfg, accelerator, step, collate_fn)
     batches = iter(loader)
@@ -271,7 +281,9 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
 
     def sample_and_log(at: int) -> None:
         before = png_times(run.samples)
-        sample_fn(ema.model, at, run)
+        training = ema.model.training  # with EMA off this is the trained model: back to train mode after
+        sample_fn(ema.model.eval(), at, run)
+        ema.model.train(training)
         log_sample_images(accelerator, run.samples, before, at)
 
     def checkpoint(at: int) -> None:
@@ -279,10 +291,11 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
         if not (all_finite(model) and all_finite(ema.model)):
             stop("the weights became NaN or infinite", at)  # never saved: the last checkpoint stays a good one
         accelerator.wait_for_everyone()
+        weights = accelerator.get_state_dict(prepared_model)  # every rank: FSDP and ZeRO-3 gather the shards
         if main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "extra": {k: v.state_dict() for k, v in extra_state.items()}}
-            save_checkpoint(run, at, accelerator.unwrap_model(prepared_model), ema, state, cfg.keep_checkpoints)
+            save_checkpoint(run, at, weights, None if ema.off else ema, state, cfg.keep_checkpoints)
         last_saved = at
 
     while step < cfg.steps:
