@@ -1,9 +1,9 @@
 """EMA off means no copy; checkpoints hold gathered weights; exact resume without an EMA."""
 import torch
+from test_runs import Points, TinyNet, noisy_loss
 
 from dlc.runs import RunDir
 from dlc.training import EMA, TrainConfig, fit, seed_everything
-from test_runs import Points, TinyNet, noisy_loss
 
 
 def train_without_ema(run, steps):
