@@ -125,6 +125,22 @@ def test_text2img_numbers_samples_per_prompt(stub, tmp_path):
     assert json.loads((out / "settings.json").read_text())["prompts"] == ["red apple", "blue car"]
 
 
+@pytest.mark.parametrize("verb", [["compose", "--codes", "CODES", "--rows", "0", "1"], ["text2img", "red apple", "blue car"]])
+def test_compose_and_text2img_resume_drawing_only_the_missing_samples(stub, tmp_path, verb):
+    save_codes(tmp_path / "codes.npy", torch.randint(0, V, (2, L), generator=torch.Generator().manual_seed(1)))
+    argv = ["model", *[str(tmp_path / "codes.npy") if a == "CODES" else a for a in verb[1:]], "-n", "3",
+            "--chunk-size", "2", "--out", str(tmp_path / "out")]
+    assert main([verb[0], *argv]) == 0
+    names, before = read(tmp_path / "out")
+    for name in names[1:3]:  # as if killed after the first image
+        (tmp_path / "out" / "images" / name).unlink()
+    stub.calls.clear()
+    assert main([verb[0], *argv]) == 0
+    assert [c["start_index"] for c in stub.calls] == [1]  # one chunk: the two missing, consecutive indices
+    names_after, after = read(tmp_path / "out")
+    assert names_after == names and torch.equal(after, before)
+
+
 def test_bad_requests_are_one_line_errors(stub, tmp_path, capsys):
     save_codes(tmp_path / "codes.npy", torch.zeros(3, L, dtype=torch.long))
     assert main(["sample", "model", "--codes", str(tmp_path / "codes.npy"), "--start", "2", "-n", "5"]) == 1

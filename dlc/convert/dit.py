@@ -122,7 +122,10 @@ def dit_pipeline(source: str | Path | dict, out_dir: str | Path, vae=None, weigh
 
     dit = convert_dit(source, weights, num_heads)
     vae = load_vae(vae, source, dit.config.in_channels)
-    pipe = DLCPipeline(dit=dit, scheduler=get_objective("ddpm").make_scheduler(sampler), vae=vae, objective="ddpm")
+    paper = {"dit": {"sampler": sampler, "steps": 250, "guidance_scale": 1.4},  # the paper's sampling settings
+             "prior": {"steps": 4096, "eta": 0.01, "window": [0.3, 0.55]}}
+    pipe = DLCPipeline(dit=dit, scheduler=get_objective("ddpm").make_scheduler(sampler), vae=vae, objective="ddpm",
+                       sampling=paper)
     pipe.save_pretrained(out_dir)
     return pipe
 
