@@ -68,7 +68,7 @@ def test_a_folder_made_with_other_settings_is_refused_and_left_as_it_was(tmp_pat
     before = {**files_of(out), "settings.json": (out / "settings.json").read_bytes()}
     assert main(["sample", "model", "-n", "4", "--seed", "1", "--steps", "7", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "other settings" in err and "seed: 0 there, 1 now" in err and "num_inference_steps: 50 there, 7 now" in err
+    assert "other settings" in err and "seed: 0 there, 1 now" in err and "sampling.dit.steps: 50 there, 7 now" in err
     assert {**files_of(out), "settings.json": (out / "settings.json").read_bytes()} == before
 
     # the same settings with more samples, another batch or chunk size: extends the folder
