@@ -129,3 +129,48 @@ def test_train_help_defaults_come_from_the_stages_own_factories(capsys):
     out = capsys.readouterr().out
     assert "train.lr = 0.0005" in out and "train.weight_decay = 0.04" in out  # the encoder's TrainConfig(...)
     assert "crops: Multi-crop augmentation" in out  # a section's docstring heads its keys
+
+
+@pytest.fixture(scope="module")
+def tiny_flow_dit(tmp_path_factory):
+    """A one-step flow DiT run on random 4-token codes, and codes for it."""
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("errors")
+    assert main(["train", "dit", "condition.kind=random", "condition.code_length=4", "condition.random_vocab=8",
+                 "model.arch=DiT-N/8", "train.steps=1", "train.batch_size=2", "sample.num=1", "sample.steps=1",
+                 f"run_dir={root / 'dit'}"]) == 0
+    np.save(root / "codes.npy", np.zeros((2, 4), dtype=np.uint16))
+    return root
+
+
+def _one_line_error(capsys, verb: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"dlc {verb}: error: ")
+    return last
+
+
+def test_library_errors_a_user_can_trigger_are_one_line_with_status_1(tiny_flow_dit, capsys):
+    import shutil
+
+    run, codes = tiny_flow_dit / "dit", str(tiny_flow_dit / "codes.npy")
+    sample = ["sample", "--codes", codes, "--steps", "1", "--out", str(tiny_flow_dit / "out")]
+    assert main([*sample[:1], str(run), *sample[1:], "--sampler", "ddpm"]) == 1
+    assert "'ddpm' does not fit the flow objective" in _one_line_error(capsys, "sample")
+    assert main(["eval", "codes", "--run", str(run)]) == 1
+    assert "holds a saved DiT, not a DLCEncoder" in _one_line_error(capsys, "eval")
+    damaged = tiny_flow_dit / "damaged"
+    shutil.copytree(run, damaged)
+    (damaged / "model" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    assert main([*sample[:1], str(damaged), *sample[1:]]) == 1
+    assert "cannot load DiT from" in _one_line_error(capsys, "sample")
+    (damaged / "model" / "config.json").write_text("{")
+    assert main([*sample[:1], str(damaged), *sample[1:]]) == 1
+    assert "config.json is damaged" in _one_line_error(capsys, "sample")
+    assert main(["train", "dit", "condition.kind=random", "data.size=33", "model.arch=DiT-N/8",
+                 f"run_dir={tiny_flow_dit / 'odd'}"]) == 1
+    assert "image_size 33 must be a multiple of patch_size 8" in _one_line_error(capsys, "train")
+    assert main(["train", "encoder", "model.backbone=resnet18", f"run_dir={tiny_flow_dit / 'enc'}"]) == 1
+    assert "needs a timm VisionTransformer" in _one_line_error(capsys, "train")

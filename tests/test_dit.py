@@ -3,7 +3,7 @@ import torch
 
 from dlc.dit import DIT_MODELS, DiT, create_dit
 from dlc.dit.diffusion import get_objective, guided_output, sample
-from dlc.errors import CodeError
+from dlc.errors import CodeError, ConfigError
 
 L, V = 4, 8
 
@@ -21,7 +21,7 @@ def test_registry_has_paper_and_cpu_sizes():
     assert {"DiT-XL/2", "DiT-B/4", "DiT-S/8", "DiT-T/4", "DiT-N/2"} <= set(DIT_MODELS)
     xl = create_dit("DiT-XL/2", image_size=32, in_channels=4, code_length=512, vocab_size=256, learn_sigma=True)
     assert xl.code_embedder.table.shape == (512, 257, 1152) and xl.out_channels == 8
-    with pytest.raises(KeyError, match="unknown DiT"):
+    with pytest.raises(ConfigError, match="unknown DiT"):
         create_dit("DiT-Q/3")
 
 

@@ -24,9 +24,9 @@ import hashlib
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import DLCError
+from ..progress import tqdm
 from ..sample_folder import SampleFolder
 
 SCHEDULERS = ["dpm", "ddim", "ddpm", "euler", "heun"]

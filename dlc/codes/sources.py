@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CodeError, ConfigError
+from ..errors import CodeError, ConfigError, DataError
 from ..runs import model_folder
 from .store import check_codes, load_codes
 from .synthetic import SYNTHETIC
@@ -58,7 +58,8 @@ def code_decoder(code_length: int | None, vocab_size: int | None, entry: str = "
     def decode(raw: dict, flip: bool = False) -> dict:
         name = entry.replace(".npy", "_flip.npy") if flip else entry
         if name not in raw:
-            raise KeyError(f"no {name} (write the shards with `dlc encode --shards{' --hflip' if flip else ''}`)")
+            raise DataError(f"shard sample {raw.get('__key__')} has no {name} (write the shards with "
+                            f"`dlc encode --shards{' --hflip' if flip else ''}`)")
         code = torch.from_numpy(npy_entry(raw, name).astype(np.int64)).view(1, -1)
         return {"code": check_codes(code, code_length, vocab_size, what=f"code of shard sample {raw['__key__']}")[0]}
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..errors import ConfigError
 from ..seeding import SampleRNG, Seed
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -115,7 +116,7 @@ class DDPMObjective:
             return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False)
         if sampler == "dpm":
             return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
-        raise ValueError(f"sampler {sampler!r} does not fit the ddpm objective; choose from {self.samplers}")
+        raise ConfigError(f"sampler {sampler!r} does not fit the ddpm objective; choose from {self.samplers}")
 
     def model_time(self, scheduler, t) -> float:
         return float(t)
@@ -170,7 +171,7 @@ class FlowObjective:
             return DPMSolverMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, use_flow_sigmas=True,
                                                prediction_type="flow_prediction", flow_shift=1.0,
                                                algorithm_type="dpmsolver++", solver_order=2)
-        raise ValueError(f"sampler {sampler!r} does not fit the flow objective; choose from {self.samplers}")
+        raise ConfigError(f"sampler {sampler!r} does not fit the flow objective; choose from {self.samplers}")
 
     def model_time(self, scheduler, t) -> float:
         return float(t)  # diffusers' flow timesteps are sigma * 1000, as in training

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..saved import loading_errors
+
 
 class PixelSpace:
     """The identity: the DiT sees images in [-1, 1]."""
@@ -38,7 +40,8 @@ class VAESpace:
     def from_pretrained(cls, name_or_path: str, image_size: int, **kwargs) -> VAESpace:
         from diffusers import AutoencoderKL
 
-        return cls(AutoencoderKL.from_pretrained(name_or_path, **kwargs), image_size)
+        with loading_errors(AutoencoderKL, name_or_path, kwargs.get("subfolder")):
+            return cls(AutoencoderKL.from_pretrained(name_or_path, **kwargs), image_size)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from ..errors import CodeError
+from ..errors import CodeError, ConfigError
+from ..saved import CheckedLoading
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -181,7 +182,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-class DiT(ModelMixin, ConfigMixin):
+class DiT(CheckedLoading, ModelMixin, ConfigMixin):
     """DiT over images (pixels or latents) of ``image_size`` with ``in_channels`` channels.
 
     ``code_length`` L and ``vocab_size`` V size the code table; L = 0 makes an unconditional model.
@@ -196,7 +197,7 @@ class DiT(ModelMixin, ConfigMixin):
                  vocab_size: int = 64, learn_sigma: bool = False, pos_embed_column_first: bool = False):
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+            raise ConfigError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
         self.out_channels = in_channels * (2 if learn_sigma else 1)
         self.grid = image_size // patch_size
         self.patch_embed = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
@@ -256,5 +257,5 @@ DIT_MODELS = {
 def create_dit(name: str, **kwargs) -> DiT:
     """``create_dit("DiT-XL/2", image_size=32, in_channels=4, code_length=512, vocab_size=256)``."""
     if name not in DIT_MODELS:
-        raise KeyError(f"unknown DiT {name!r}; choose from {', '.join(DIT_MODELS)}")
+        raise ConfigError(f"unknown DiT {name!r}; choose from {', '.join(DIT_MODELS)}")
     return DIT_MODELS[name](**kwargs)

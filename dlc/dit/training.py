@@ -13,7 +13,7 @@ from ..codes.sources import shard_codes_shape
 from ..data import to_float, to_uint8
 from ..data.images import decode_image
 from ..data.shards import IMAGE_KEYS, ShardDataset, describe_source, npy_entry, read_manifest
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..imageio import save_grid
 from ..runs import RunDir
 from ..training import fit, seed_everything
@@ -54,7 +54,8 @@ def shard_decoder(code_length: int | None, vocab_size: int | None, size: int | N
             return item
         image_key = next((k for k in IMAGE_KEYS if k in raw), None)
         if image_key is None:
-            raise KeyError("neither latent.npy nor an image")
+            raise DataError(f"shard sample {raw.get('__key__')} has neither latent.npy nor an image "
+                            f"({', '.join(IMAGE_KEYS)})")
         image = decode_image(raw[image_key], size)
         item["image"] = image.flip(-1) if flip else image
         return item

@@ -25,8 +25,9 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..data import to_float
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..runs import model_folder
+from ..saved import CheckedLoading
 from .sem import SimplicialEmbedding
 
 
@@ -38,15 +39,22 @@ def create_backbone(name: str, image_size: int, in_channels: int, pretrained: bo
     the path of a local weights file (.safetensors/.bin/.pth)."""
     import timm
 
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown timm backbone {name!r}: give a ViT such as vit_tiny_patch16_224 "
+                          "(timm.list_models('vit_*') lists them)")
     options = {"pretrained_cfg_overlay": {"file": str(pretrained)}} if isinstance(pretrained, str) else {}
-    model = timm.create_model(name, pretrained=bool(pretrained), img_size=image_size, in_chans=in_channels,
-                              num_classes=0, dynamic_img_size=True, **options, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=bool(pretrained), img_size=image_size, in_chans=in_channels,
+                                  num_classes=0, dynamic_img_size=True, **options, **kwargs)
+    except TypeError as e:  # not a ViT (no img_size), or backbone_kwargs it does not take
+        raise ConfigError(f"backbone {name} does not take these arguments ({e}): the encoder needs a timm "
+                          "VisionTransformer") from e
     if getattr(model, "cls_token", None) is None:
-        raise ValueError(f"{name} is not a ViT with a CLS token (timm VisionTransformer)")
+        raise ConfigError(f"{name} is not a ViT with a CLS token (timm VisionTransformer)")
     return model
 
 
-class DLCEncoder(ModelMixin, ConfigMixin):
+class DLCEncoder(CheckedLoading, ModelMixin, ConfigMixin):
     """A ViT backbone + Simplicial Embedding; see the module docstring for inputs and outputs.
 
     ``backbone`` is any timm ViT name (e.g. ``vit_large_patch14_reg4_dinov2``); ``backbone_kwargs``

@@ -14,6 +14,7 @@ from ..codes import check_codes
 from ..dit.model import DiTBlock, FinalLayer, TimestepEmbedder, init_adaln_weights
 from ..errors import ConfigError
 from ..runs import model_folder
+from ..saved import CheckedLoading
 
 # --------------------------------------------------------------------------------------------
 # Log-linear schedule
@@ -34,7 +35,7 @@ def elbo_weight(t: torch.Tensor) -> torch.Tensor:
 # Model
 
 
-class CodePrior(ModelMixin, ConfigMixin):
+class CodePrior(CheckedLoading, ModelMixin, ConfigMixin):
     """p(x0 | x_t) over codes of length ``code_length`` L and vocabulary ``vocab_size`` V.
 
     Input tokens are in [0, V]; V is the mask. ``forward(x_t, t)`` returns logits (B, L, V): the mask

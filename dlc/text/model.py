@@ -17,6 +17,7 @@ from torch import nn
 from ..codes import check_codes
 from ..errors import ConfigError
 from ..runs import local_folder
+from ..saved import CheckedLoading
 from ..seeding import SampleRNG, Seed, seed_slice
 from .tokenizers import CaptionTokenizer
 
@@ -189,7 +190,7 @@ class CodeGenerationMixin:
         return torch.cat(out) if out else torch.zeros(0, layout.code_length, dtype=torch.long)
 
 
-class TextToCode(ModelMixin, ConfigMixin, CodeGenerationMixin):
+class TextToCode(CheckedLoading, ModelMixin, ConfigMixin, CodeGenerationMixin):
     """A small bidirectional transformer over [codes, <START-DLC>, caption] (trained from scratch).
 
     Token ids: caption pieces 0..T-1 (the trimmed tokenizer, pad = 0), codes T..T+V-1, then the
