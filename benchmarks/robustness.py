@@ -128,7 +128,8 @@ def deleted_checkpoints(root: Path):
 
 def bad_setting(override: str, expect: str):
     def fault(root: Path):
-        return clean_failure(train_prior(root / "bad", override, "train.steps=2"), expect)
+        steps = [] if override.startswith("train.steps=") else ["train.steps=2"]  # the last override wins
+        return clean_failure(train_prior(root / "bad", *steps, override), expect)
 
     fault.__name__ = f"setting {override}"
     return fault

@@ -143,7 +143,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
             f"{where}: unknown key {unknown[0]!r}" + (f" (and {unknown[1:]})" if unknown[1:] else "")
             + f"; valid keys are: {', '.join(fields)}"
         )
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
     return cls(**kwargs)
 
 
@@ -197,7 +197,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     data = apply_overrides(data, list(overrides))
-    return from_dict(cls, data, where=str(path) if path else "config")
+    try:
+        return from_dict(cls, data, where="")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
 def save_config(config, path: str | Path) -> None:
@@ -214,7 +217,7 @@ def replace(config: T, **changes) -> T:
     """Nested-aware ``dataclasses.replace``: ``replace(cfg, **{"train.lr": 1e-3})``."""
     data = to_dict(config)
     apply_overrides(data, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in changes.items()])
-    return from_dict(type(config), data)
+    return from_dict(type(config), data, where="")
 
 
 @dataclass
