@@ -56,13 +56,12 @@ def test_demo_table_flags_choose_the_stages(tmp_path, flag):
 
 def test_models_trained_side_by_side_report_which_failed(tmp_path):
     from dlc.demo import Demo
-    from dlc.errors import DLCError
+    from dlc.errors import ConfigError, DLCError
 
     demo = Demo(str(tmp_path / "d"), quick=True)
-    from dlc.errors import ConfigError
-
-    bad = [("prior", "prior", 1, {"data.codes": str(tmp_path / "missing.npy")}), ("text", "text", 1, {"model.width": -1})]
-    with pytest.raises(DLCError, match=r"training failed: prior \(exit code 2\), text \(exit code"):
+    missing = str(tmp_path / "missing.npy")  # valid settings that fail at run time, in the child
+    bad = [("prior", "prior", 1, {"data.codes": missing}), ("text", "text", 1, {"codes.codes": missing})]
+    with pytest.raises(DLCError, match=r"training failed: prior \(exit code 1\), text \(exit code 1\)"):
         demo._train_side_by_side(bad)
     # each child runs the config the demo built, saved beside the runs
     assert (tmp_path / "d" / "configs" / "prior.yaml").is_file()
