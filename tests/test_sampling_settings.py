@@ -133,3 +133,19 @@ def test_the_imagenet_presets_hold_the_papers_sampling_settings():
     prior = load_config(PriorRunConfig, presets / "prior_dlc512.yaml").sample
     assert (dit.sampler, dit.steps, dit.guidance_scale, tuple(dit.guidance_interval)) == ("ddpm", 250, 1.4, (0.0, 1.0))
     assert (prior.steps, prior.eta, tuple(prior.window)) == (4096, 0.01, (0.3, 0.55))
+
+
+def test_samples_drawn_during_dit_training_use_every_sample_setting(tmp_path, monkeypatch):
+    import dlc.dit.training as dit_training
+    from dlc.stages import STAGES
+
+    seen = []
+    real_sample = dit_training.sample
+    monkeypatch.setattr(dit_training, "sample", lambda *a, **kw: seen.append(kw) or real_sample(*a, **kw))
+    stage = STAGES["dit"]
+    stage.train(stage.load_config("emoji", [
+        "condition.kind=random", f"condition.code_length={L}", f"condition.random_vocab={V}", "model.arch=DiT-N/8",
+        "train.steps=1", "train.batch_size=4", "train.sample_every=1", f"run_dir={tmp_path / 'dit'}",
+        *(f"sample.{k}={json.dumps(v)}" for k, v in DIT_SAMPLE.items())]))
+    assert seen and all(kw["steps"] == 3 and kw["guidance_scale"] == 2.5 and kw["guidance_interval"] == (0.1, 0.9)
+                        for kw in seen)

@@ -218,7 +218,8 @@ def train(config: DiTRunConfig) -> RunDir:
     def sample_fn(ema_model, step, run_dir):
         s = config.sample
         x = sample(ema_model, objective, ref_codes, num=len(reference), seed=0, steps=s.steps, sampler=s.sampler,
-                   guidance_scale=s.guidance_scale, guidance_channels=s.guidance_channels)
+                   guidance_scale=s.guidance_scale, guidance_channels=s.guidance_channels,
+                   guidance_interval=tuple(s.guidance_interval))
         generated = to_uint8(_on(space, x.device).decode(x)).cpu()
         save_grid(torch.cat([reference, generated]), run_dir.samples / f"step-{step:07d}.png",
                   nrow=len(reference), scale=2)
