@@ -40,7 +40,7 @@ define apt-install
 endef
 
 # The offline datasets come from Debian packages; without them `dlc data list` says what to install.
-DEB_PACKAGES := fonts-noto-color-emoji unicode-data dataset-fashion-mnist
+DEB_PACKAGES := fonts-noto-color-emoji unicode-data dataset-fashion-mnist fonts-dejavu-core fonts-dejavu-extra
 .PHONY: debian-packages
 debian-packages:
 	$(call apt-install,$(DEB_PACKAGES))
