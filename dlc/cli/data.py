@@ -58,6 +58,7 @@ def _load(args):
 def list_datasets(args) -> int:
     checks = {
         "emoji": [(data.EMOJI_FONT, "fonts-noto-color-emoji"), (data.EMOJI_TEST, "unicode-data")],
+        "glyphs": [(data.DEJAVU_CORE, "fonts-dejavu-core"), (data.DEJAVU_EXTRA, "fonts-dejavu-extra")],
         "fashion-mnist": [(data.FASHION_DIR, "dataset-fashion-mnist")],
     }
     for name, text in data.DATASETS.items():

@@ -29,15 +29,19 @@ def require_package(path: Path, package: str) -> None:
 
 
 class TensorImageDataset(torch.utils.data.Dataset):
-    """Images held in memory as one uint8 tensor (N, C, H, W), with labels, captions and fields."""
+    """Images held in memory as one uint8 tensor (N, C, H, W), with labels, captions and fields.
+    ``factors`` (optional) maps the names of integer fields that are known factors of variation
+    (the glyphs' letter, colour, ...) to their class names; code evaluation probes each."""
 
-    def __init__(self, images: torch.Tensor, labels, captions, class_names: list[str], fields=None, name=""):
+    def __init__(self, images: torch.Tensor, labels, captions, class_names: list[str], fields=None, name="",
+                 factors: dict[str, list[str]] | None = None):
         self.images = images
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
         self.captions = captions
         self.class_names = class_names
         self.fields = fields or {}
         self.name = name
+        self.factors = factors or {}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,6 +70,7 @@ class TensorImageDataset(torch.utils.data.Dataset):
             self.class_names,
             {k: [v[i] for i in pick] for k, v in self.fields.items()},
             self.name,
+            self.factors,
         )
 
     def split(self, is_test: np.ndarray, split: str) -> TensorImageDataset:
