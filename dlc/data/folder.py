@@ -1,8 +1,21 @@
-"""A folder of images as a dataset: class subfolders become labels, ``captions.jsonl`` gives captions."""
+"""A folder of images as a dataset: split subfolders pick splits, class subfolders become labels,
+``captions.jsonl`` gives captions.
+
+Layouts (``PATH`` as in ``imagefolder:PATH``)::
+
+    PATH/*.png                          one split ("train" = "all"), no labels
+    PATH/CLASS/*.png                    labels from the class folders
+    PATH/train/CLASS/*.png, PATH/test/... (or val/)   splits; labels from the class folders below them
+
+A split the folder does not have is an error (a folder without split subfolders has no test
+split). Class names are gathered over every split folder, so label i means the same class in
+train and test.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -11,6 +24,8 @@ from PIL import Image
 
 from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, load_image
+
+SPLIT_FOLDERS = ("train", "val", "test")  # subfolder names that hold a split rather than a class
 
 
 class SkipCounter:
@@ -24,46 +39,87 @@ class SkipCounter:
         warnings.warn(f"skipping unreadable image {name}: {error} ({len(self.skipped)} skipped so far)", stacklevel=3)
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
-    """Images under a folder; class subfolders become labels, a ``captions.jsonl`` beside the images
-    (lines of ``{"file": "relative/path", "caption": "..."}``) gives captions. Unreadable files are
-    skipped with a warning (the next readable image stands in for them)."""
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
-    def __init__(self, root: str | Path, size: int | None = None, channels: int | None = None):
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` at any depth (class folders included), sorted; hidden
+    files and folders (``.name``) are left out."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and _visible(p, folder))
+
+
+def split_folders(root: str | Path) -> list[str]:
+    """The split subfolders (train, val, test) that ``root`` has."""
+    return [name for name in SPLIT_FOLDERS if (Path(root) / name).is_dir()]
+
+
+def split_roots(root: Path, split: str) -> list[Path]:
+    """The folders that hold ``split`` of the image folder ``root``: its split subfolder, every
+    split subfolder for "all", or ``root`` itself when it has none (then only "train" or "all")."""
+    splits = split_folders(root)
+    if split == "all":
+        return [root / s for s in splits] or [root]
+    if split in splits:
+        return [root / split]
+    if splits:
+        raise DataError(f"image folder {root} has no {split!r} split: its split folders are "
+                        f"{', '.join(splits)} (or use 'all' for every one)")
+    if split == "train":
+        return [root]
+    raise DataError(f"image folder {root} has no {split!r} split: it has no {split}/ subfolder, so all its "
+                    f"images are one training set (split 'train' or 'all'). For a {split} split, put the "
+                    f"images in {root}/train/ and {root}/{split}/ (class folders inside each)")
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images under a folder (see the module doc for the layouts and splits); a ``captions.jsonl``
+    in the folder or its split folder (lines of ``{"file": "relative/path", "caption": "..."}``,
+    paths relative to the file's own folder) gives captions. Unreadable files are skipped with a
+    warning (the next readable image stands in for them)."""
+
+    def __init__(self, root: str | Path, size: int | None = None, channels: int | None = None, split: str = "all"):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} does not exist or is not a folder")
-        self.files = sorted(
-            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not self.files:
-            raise DataError(
-                f"image folder {self.root} has no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-            )
-        relative = [p.relative_to(self.root) for p in self.files]
-        self.class_names = sorted({r.parts[0] for r in relative if len(r.parts) > 1})
-        self.labels = [self.class_names.index(r.parts[0]) if len(r.parts) > 1 else None for r in relative]
-        self.captions = self._read_captions(relative)
+        self.split = split
+        folders = split_roots(self.root, split)
+        files = [(folder, f) for folder in folders for f in image_files(folder)]
+        if not files:
+            raise DataError(f"image folder {', '.join(map(str, folders))} has no images "
+                            f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        self.files = [f for _, f in files]
+        classes = [f.relative_to(folder).parts[0] if len(f.relative_to(folder).parts) > 1 else None
+                   for folder, f in files]
+        self.class_names = self._class_names(folders)
+        self.labels = [None if c is None else self.class_names.index(c) for c in classes]
+        self.captions = self._read_captions(folders)
         self.size, self.channels = size, channels
         self.skips = SkipCounter()
         self.name = f"imagefolder:{self.root}"
 
-    def _read_captions(self, relative: list[Path]) -> list[str | None]:
-        path = self.root / "captions.jsonl"
-        if not path.exists():
-            return [None] * len(relative)
-        by_file = {}
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                by_file[str(Path(row["file"]))] = row["caption"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(
-                    f"{path}:{number}: expected a JSON object with 'file' and 'caption', got {line!r}"
-                ) from e
-        return [by_file.get(str(r)) for r in relative]
+    def _class_names(self, folders: list[Path]) -> list[str]:
+        """Class folder names over every split folder (not only this split's), so that a label
+        means the same class in every split."""
+        every = [self.root / s for s in split_folders(self.root)] or folders
+        return sorted({d.name for folder in every for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")})
+
+    def _read_captions(self, folders: list[Path]) -> list[str | None]:
+        """Each file's caption from ``captions.jsonl`` in the root and in this split's folders
+        (None where none is given)."""
+        places = list(dict.fromkeys([self.root, *folders]))
+        by_path: dict[str, str] = {}
+        found = False
+        for place in places:
+            path = place / "captions.jsonl"
+            if path.exists():
+                found = True
+                by_path.update(read_captions_file(path))
+        if not found:
+            return [None] * len(self.files)
+        return [by_path.get(os.path.normpath(f)) for f in self.files]
 
     @property
     def num_classes(self) -> int:
@@ -86,3 +142,32 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 continue
             return {"image": image, "label": self.labels[i], "caption": self.captions[i], "path": str(self.files[i])}
         raise DataError(f"no image in {self.root} could be read")
+
+    def to_memory(self):
+        """Every image read into one ``TensorImageDataset`` (what code evaluation and FID
+        references need), with the labels (None unless every image has one), captions and paths."""
+        from .memory import TensorImageDataset
+
+        if self.size is None:
+            raise DataError(f"reading {self.name} into memory needs a size (its images may differ in size)")
+        items = [self[i] for i in range(len(self))]
+        labels = [it["label"] for it in items]
+        labels = None if None in labels else labels
+        captions = None if all(c is None for c in self.captions) else [it["caption"] for it in items]
+        return TensorImageDataset(torch.stack([it["image"] for it in items]), labels, captions, self.class_names,
+                                  {"path": [it["path"] for it in items]}, name=self.name)
+
+
+def read_captions_file(path: Path) -> dict[str, str]:
+    """``captions.jsonl`` -> {normalised path of the image: caption}; paths in the file are
+    relative to the file's folder."""
+    by_path = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            by_path[os.path.normpath(path.parent / row["file"])] = row["caption"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"{path}:{number}: expected a JSON object with 'file' and 'caption', got {line!r}") from e
+    return by_path

@@ -1,0 +1,102 @@
+"""Your own images: every form of image folder (flat, class folders, train/test subfolders,
+captions.jsonl, dataset.json) through the library and the commands that take a dataset."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from dlc import data
+from dlc.errors import DataError
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+
+
+def write_classes(root, per_class=3, size=12):
+    """ROOT/red/*.png and ROOT/blue/*.png, each image a flat colour with a shade per index."""
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (size, size), tuple(min(255, c + 8 * i) for c in rgb)).save(root / name / f"{i}.png")
+    return root
+
+
+def write_splits(root, train=3, test=2):
+    """ROOT/train/{red,blue}/*.png and ROOT/test/{red,blue}/*.png."""
+    write_classes(root / "train", train)
+    write_classes(root / "test", test)
+    return root
+
+
+def test_a_class_folder_layout_is_one_training_set_and_asking_for_test_is_an_error(tmp_path):
+    write_classes(tmp_path)
+    train = data.load(f"imagefolder:{tmp_path}", size=8, split="train")
+    assert len(train) == 6 and train.class_names == ["blue", "red"]
+    assert len(data.load(f"imagefolder:{tmp_path}", size=8, split="all")) == 6
+    with pytest.raises(DataError, match=r"has no 'test' split: it has no test/ subfolder"):
+        data.load(f"imagefolder:{tmp_path}", size=8, split="test")
+
+
+def test_split_folders_pick_splits_and_labels_agree_across_them(tmp_path):
+    write_splits(tmp_path)
+    (tmp_path / "train" / "green").mkdir()  # a class that only the training split has
+    Image.new("RGB", (12, 12), (0, 200, 0)).save(tmp_path / "train" / "green" / "0.png")
+    train = data.load(f"imagefolder:{tmp_path}", size=8, split="train")
+    test = data.load(f"imagefolder:{tmp_path}", size=8, split="test")
+    assert len(train) == 7 and len(test) == 4
+    assert train.class_names == test.class_names == ["blue", "green", "red"]
+    assert {test.class_names[it["label"]] for it in (test[i] for i in range(len(test)))} == {"blue", "red"}
+    every = data.load(f"imagefolder:{tmp_path}", size=8, split="all")
+    assert len(every) == 11 and "train" not in every.class_names  # labels are classes, never split names
+    with pytest.raises(DataError, match=r"no 'val' split: its split folders are train, test"):
+        data.load(f"imagefolder:{tmp_path}", size=8, split="val")
+
+
+def test_captions_come_from_the_root_or_the_split_folder(tmp_path):
+    write_splits(tmp_path)
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"file": "test/red/0.png", "caption": "a red square"}) + "\n")
+    (tmp_path / "train" / "captions.jsonl").write_text(json.dumps({"file": "blue/1.png", "caption": "blue"}) + "\n")
+    test = data.load(f"imagefolder:{tmp_path}", size=8, split="test")
+    train = data.load(f"imagefolder:{tmp_path}", size=8, split="train")
+    assert [c for c in test.captions if c] == ["a red square"]
+    assert [c for c in train.captions if c] == ["blue"]
+
+
+def test_image_files_finds_images_at_any_depth_and_skips_hidden_ones(tmp_path):
+    write_classes(tmp_path / "a" / "b", per_class=1)
+    (tmp_path / ".thumbnails").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / ".thumbnails" / "x.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [f.relative_to(tmp_path).as_posix() for f in data.image_files(tmp_path)] == ["a/b/blue/0.png", "a/b/red/0.png"]
+
+
+def test_an_image_folder_reads_into_memory(tmp_path):
+    write_classes(tmp_path)
+    folder = data.load(f"imagefolder:{tmp_path}", size=8)
+    memory = data.in_memory(folder)
+    assert memory.images.shape == (6, 3, 8, 8) and memory.images.dtype == torch.uint8
+    assert memory.labels.tolist() == folder.labels and memory.class_names == ["blue", "red"]
+    assert data.in_memory(memory) is memory
+    with pytest.raises(DataError, match="needs a size"):
+        data.in_memory(data.load(f"imagefolder:{tmp_path}"))
+
+
+def test_dataset_json_gives_prompts_heldout_captions_and_augmentations(tmp_path):
+    write_classes(tmp_path)
+    assert data.dataset_defaults(f"imagefolder:{tmp_path}") == data.DatasetDefaults()
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"prompts": ["red"], "heldout": ["dark red"], "augmentations": {"flip": False}}))
+    defaults = data.dataset_defaults(f"imagefolder:{tmp_path}")
+    assert defaults.prompts == ("red",) and defaults.augmentations == {"flip": False}
+    assert defaults.heldout("dark red") and not defaults.heldout("red")
+    (tmp_path / "dataset.json").write_text(json.dumps({"prompt": ["red"]}))
+    with pytest.raises(DataError, match="expected a JSON object with some of the keys prompts, heldout"):
+        data.dataset_defaults(f"imagefolder:{tmp_path}")
+
+
+def test_built_in_datasets_declare_their_own_defaults():
+    emoji = data.dataset_defaults("emoji")
+    assert emoji.heldout("woman firefighter") and not emoji.heldout("red apple")
+    assert "red apple" in emoji.prompts
+    assert data.dataset_defaults("fashion").augmentations["grayscale_prob"] == 0.0
