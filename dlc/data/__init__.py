@@ -1,10 +1,11 @@
-"""Datasets: colour emoji and Fashion-MNIST (offline, from Debian packages), image folders and
-webdataset shards, behind one entry point.
+"""Datasets: colour emoji, rendered letters (glyphs) and Fashion-MNIST (offline, from Debian
+packages), image folders and webdataset shards, behind one entry point.
 
 Every dataset yields dicts with ``image`` (uint8 tensor C,H,W), ``label`` (int or None) and
 ``caption`` (str or None), plus dataset-specific fields:
 
     load("emoji", size=32)                 # 3,655 Noto colour emoji, captions = CLDR names
+    load("glyphs", size=32)                # 4,160 letters with known factors (letter, colour, ...)
     load("fashion-mnist", size=32, channels=3)
     load("imagefolder:/path/to/images", size=64)
     load("webdataset:/data/shards-{000000..000099}.tar")
@@ -24,6 +25,7 @@ from .defaults import DatasetDefaults, dataset_defaults
 from .emoji import EMOJI_FONT, EMOJI_TEST, load_emoji
 from .fashion import FASHION_CLASSES, FASHION_DIR, load_fashion_mnist
 from .folder import ImageFolderDataset, SkipCounter, image_files
+from .glyphs import DEJAVU_CORE, DEJAVU_EXTRA, load_glyphs
 from .images import (
     IMAGE_EXTENSIONS,
     collate,
@@ -42,6 +44,7 @@ from .shards import ShardDataset, expand_urls, read_manifest, write_shards
 
 DATASETS = {
     "emoji": "3,655 Noto colour emoji with CLDR names as captions and subgroups as labels",
+    "glyphs": "4,160 captioned letters, factors known (letter, colour, background, font); 4 pairs held out",
     "fashion-mnist": "70,000 28x28 clothing images in 10 classes",
     "imagefolder:PATH": "images under PATH; train/ test/ subfolders are splits, class subfolders labels; "
                         "captions.jsonl and dataset.json optional",
@@ -58,13 +61,15 @@ def canonical_name(name: str) -> str:
 def load(name: str, size: int | None = None, split: str = "train", channels: int | None = None, **options):
     """Load a dataset by name (see ``DATASETS``); items are dicts with image, label, caption.
 
-    ``split`` is "train", "test" or "all" for emoji and Fashion-MNIST; for an image folder it
+    ``split`` is "train", "test" or "all" for emoji, glyphs and Fashion-MNIST; for an image folder it
     picks the split subfolder of that name (train/, val/, test/; "all": every one); a folder
     without split subfolders is one training set ("train" or "all"; any other split is an error).
     A shard pattern names its own split. ``channels``: 1 or 3 (None: the dataset's own)."""
     name = canonical_name(name)
     if name == "emoji":
         return load_emoji(size or 32, split, channels, **options)
+    if name == "glyphs":
+        return load_glyphs(size or 32, split, channels, **options)
     if name == "fashion-mnist":
         return load_fashion_mnist(size or 28, split, channels, **options)
     if name.startswith("imagefolder:"):
@@ -89,7 +94,7 @@ def in_memory(dataset):
 class DataConfig:
     """The ``data:`` section of a stage config."""
 
-    dataset: str = "emoji"  # emoji, fashion-mnist, imagefolder:PATH, webdataset:PATTERN
+    dataset: str = "emoji"  # emoji, glyphs, fashion-mnist, imagefolder:PATH, webdataset:PATTERN
     size: PositiveInt = 32
     channels: Literal[1, 3] = 3  # 3 (RGB; grey images repeated) or 1 (grey)
 
@@ -100,9 +105,9 @@ class DataConfig:
 __all__ = [
     "DATASETS", "DataConfig", "DatasetDefaults", "ImageFolderDataset", "ShardDataset", "SkipCounter",
     "TensorImageDataset",
-    "EMOJI_FONT", "EMOJI_TEST", "FASHION_CLASSES", "FASHION_DIR", "IMAGE_EXTENSIONS",
+    "DEJAVU_CORE", "DEJAVU_EXTRA", "EMOJI_FONT", "EMOJI_TEST", "FASHION_CLASSES", "FASHION_DIR", "IMAGE_EXTENSIONS",
     "cache_dir", "canonical_name", "collate", "dataset_defaults", "decode_image", "encode_png", "expand_urls",
     "image_files", "in_memory", "load", "load_image",
-    "load_emoji", "load_fashion_mnist", "pil_to_tensor", "read_manifest", "resize_center_crop", "to_channels",
+    "load_emoji", "load_fashion_mnist", "load_glyphs", "pil_to_tensor", "read_manifest", "resize_center_crop", "to_channels",
     "to_float", "to_rgb", "to_uint8", "write_shards",
 ]
