@@ -100,3 +100,36 @@ def test_built_in_datasets_declare_their_own_defaults():
     assert emoji.heldout("woman firefighter") and not emoji.heldout("red apple")
     assert "red apple" in emoji.prompts
     assert data.dataset_defaults("fashion").augmentations["grayscale_prob"] == 0.0
+
+
+# ---- the commands, on a class-folder tree ---------------------------------------------------------
+
+TINY = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, reg_tokens=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    from dlc.encoder import DLCEncoder
+
+    folder = tmp_path_factory.mktemp("encoder") / "model"
+    torch.manual_seed(0)
+    DLCEncoder(backbone_kwargs=TINY, image_size=32, code_length=8, vocab_size=16).save_pretrained(folder)
+    return folder
+
+
+def test_eval_codes_on_train_and_test_subfolders_and_on_a_class_folder_hold_out(tmp_path, tiny_encoder, capsys):
+    from dlc.cli import main
+
+    write_splits(tmp_path / "split", train=4, test=2)
+    out = tmp_path / "probe.json"
+    assert main(["eval", "codes", "--run", str(tiny_encoder), "--data", f"imagefolder:{tmp_path / 'split'}",
+                 "--k", "3", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["usage"]["images"] == 8 and 0 <= result["codes"]["linear_probe"] <= 1
+
+    write_classes(tmp_path / "classes", per_class=5)
+    classes = ["eval", "codes", "--run", str(tiny_encoder), "--data", f"imagefolder:{tmp_path / 'classes'}", "--k", "3"]
+    assert main(classes) == 1  # no test/ subfolder: a clear error, not the training images again
+    assert "has no 'test' split" in capsys.readouterr().err
+    assert main([*classes, "--holdout", "0.2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["usage"]["images"] == 8  # 5 per class, one of each held out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import DLCError
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -18,29 +20,54 @@ def register(sub) -> None:
     what.required = True
     codes = what.add_parser("codes", help="code quality of an SEM encoder",
                             description="Linear probe and k-NN on one-hot codes vs continuous features, "
-                            "and code usage statistics, on a labelled dataset.")
+                            "and code usage statistics, on a labelled dataset. An image folder is labelled "
+                            "by its class folders; its train/ and test/ (or val/) subfolders are the splits. "
+                            "A folder without them has no test split: give --holdout 0.1 to probe on a "
+                            "stratified tenth of its images instead.")
     codes.add_argument("--run", required=True, help="encoder run directory or model folder")
-    codes.add_argument("--data", default="emoji", help="a labelled dataset: emoji, fashion-mnist, imagefolder:PATH")
-    codes.add_argument("--train-split", default="train")
-    codes.add_argument("--test-split", default="test")
+    codes.add_argument("--data", default="emoji",
+                       help="a labelled dataset: emoji, glyphs, fashion-mnist, imagefolder:PATH (default: %(default)s)")
+    codes.add_argument("--train-split", default="train",
+                       help="the split the probe is fitted on; for an image folder its subfolder (default: %(default)s)")
+    codes.add_argument("--test-split", default="test",
+                       help="the split the probe is scored on; for an image folder its subfolder, e.g. val "
+                       "(default: %(default)s)")
+    codes.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
+                       help="score on this fraction of the training split (per class, fixed seed) instead of "
+                       "--test-split; for data without a test split (default: off)")
     codes.add_argument("--train-limit", type=int, default=0, help="use the first N training images (0: all)")
     codes.add_argument("--k", type=int, default=20, help="neighbours for k-NN (default: %(default)s)")
     codes.add_argument("--out", default=None, help="also write the results as JSON here")
     codes.set_defaults(func=run_codes)
 
 
+def probe_splits(args, size: int, channels: int):
+    """(train, test) in memory: the two splits, or with --holdout the training split cut in two."""
+    from ..data import in_memory, load
+    from ..data.memory import stratified_split
+
+    train = in_memory(load(args.data, size=size, split=args.train_split, channels=channels))
+    if not args.holdout:
+        return train, in_memory(load(args.data, size=size, split=args.test_split, channels=channels))
+    if not 0 < args.holdout < 1:
+        raise DLCError(f"--holdout must be a fraction between 0 and 1; got {args.holdout}")
+    if train.labels is None:
+        raise DLCError(f"{args.data} has no labels to probe (an image folder needs class folders)")
+    is_test = stratified_split(train.labels.tolist(), args.holdout, seed=0)
+    if not is_test.any():
+        raise DLCError(f"--holdout {args.holdout} leaves no test image: each class has too few images")
+    return train.split(is_test, "train"), train.split(is_test, "test")
+
+
 def run_codes(args) -> int:
     import torch
 
-    from ..data import load
     from ..encoder import DLCEncoder
     from ..eval.codes import evaluate_codes
 
     encoder = DLCEncoder.from_pretrained(args.run).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     c = encoder.config
-    size = c.input_size or c.image_size
-    train = load(args.data, size=size, split=args.train_split, channels=c.in_channels)
-    test = load(args.data, size=size, split=args.test_split, channels=c.in_channels)
+    train, test = probe_splits(args, c.input_size or c.image_size, c.in_channels)
     if args.train_limit:
         train = train.subset(range(min(args.train_limit, len(train))))
     result = evaluate_codes(encoder, train, test, k=args.k)

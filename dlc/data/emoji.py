@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..errors import DataError
 from .images import to_channels
-from .memory import TensorImageDataset, cache_dir, require_package
+from .memory import TensorImageDataset, cache_dir, require_package, stratified_split
 
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
@@ -89,14 +89,7 @@ def _render_all_emoji(size: int) -> tuple[np.ndarray, list[EmojiEntry]]:
 def emoji_split(subgroups: list[str], test_fraction: float = EMOJI_TEST_FRACTION, seed: int = SPLIT_SEED) -> np.ndarray:
     """Boolean test mask: in each subgroup (file order), fraction * n (rounded half up) emoji drawn with a
     fixed seed go to test. Deterministic for a given emoji-test.txt."""
-    rng = np.random.default_rng(seed)
-    subgroups = np.asarray(subgroups)
-    is_test = np.zeros(len(subgroups), dtype=bool)
-    for subgroup in dict.fromkeys(subgroups.tolist()):
-        members = np.flatnonzero(subgroups == subgroup)
-        n_test = int(test_fraction * len(members) + 0.5)  # round half up: 5 members -> 1
-        is_test[members[rng.permutation(len(members))[:n_test]]] = True
-    return is_test
+    return stratified_split(subgroups, test_fraction, seed)
 
 
 def load_emoji(size: int = 32, split: str = "train", channels: int | None = None) -> TensorImageDataset:

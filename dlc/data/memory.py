@@ -80,3 +80,16 @@ class TensorImageDataset(torch.utils.data.Dataset):
         if split == "all":
             return self
         return self.subset(np.flatnonzero(is_test if split == "test" else ~is_test))
+
+
+def stratified_split(groups, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean test mask: in each group (in order of first appearance), ``test_fraction`` of its
+    members (rounded half up) drawn with a generator seeded by ``seed`` go to test."""
+    rng = np.random.default_rng(seed)
+    groups = np.asarray(groups)
+    is_test = np.zeros(len(groups), dtype=bool)
+    for group in dict.fromkeys(groups.tolist()):
+        members = np.flatnonzero(groups == group)
+        n_test = int(test_fraction * len(members) + 0.5)  # round half up: 5 members -> 1
+        is_test[members[rng.permutation(len(members))[:n_test]]] = True
+    return is_test
