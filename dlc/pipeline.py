@@ -41,15 +41,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from .config import load_config
 from .data import pil_to_tensor, resize_center_crop, to_rgb, to_uint8
-from .dit.diffusion import get_objective, sample
+from .dit import DiT, DiTRunConfig, get_objective, sample
 from .errors import CheckpointError, CodeError, DLCError
-from .runs import is_run, local_folder, model_folder
+from .prior import load_prior
+from .runs import RunDir, is_run, local_folder, model_folder
 from .seeding import Seed, sample_seed, seed_slice
+from .text import HFTextToCode, load_text_model
+from .text.hf import HF_META
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint8")
 
@@ -152,14 +156,6 @@ def _tuples(values: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-def _run_sample_section(path) -> dict:
-    """The ``sample:`` section of a run directory's config.yaml ({} for a bare model folder)."""
-    import yaml
-
-    config = Path(path) / "config.yaml"
-    return (yaml.safe_load(config.read_text()) or {}).get("sample") or {} if config.is_file() else {}
-
-
 @dataclass
 class DLCPipelineOutput(BaseOutput):
     images: list | np.ndarray | torch.Tensor
@@ -202,18 +198,14 @@ class DLCPipeline(DiffusionPipeline):
         root = Path(path) if Path(path).exists() else local_folder(path)  # else a hub repo id
         if (root / "model_index.json").is_file():
             text = root / "text_model"
-            if "text_model" not in kwargs and _is_hf_text_model(text):
-                from .text import load_text_model
-
+            if "text_model" not in kwargs and (text / HF_META).is_file():
                 kwargs["text_model"] = load_text_model(text, trust_remote_code, torch_dtype=torch_dtype)
             return super().from_pretrained(root, torch_dtype=torch_dtype, **kwargs)
-        if is_run(root / "dit"):
+        project = is_run(root / "dit")  # else a single DiT run directory
+        if project or is_run(root):
             parts = {name: root / sub for name, sub in (("encoder", "encoder"), ("prior", "prior"), ("text_model", "text"))
-                     if model_folder(root / sub) != root / sub}
-            pipe = cls.from_runs(root / "dit", **parts, trust_remote_code=trust_remote_code, **kwargs)
-            return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
-        if is_run(root):
-            pipe = cls.from_runs(root, trust_remote_code=trust_remote_code, **kwargs)
+                     if project and model_folder(root / sub) != root / sub}
+            pipe = cls.from_runs(root / "dit" if project else root, **parts, trust_remote_code=trust_remote_code, **kwargs)
             return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
         if root.exists() and not root.is_dir():
             raise CheckpointError(f"{root} is a file; a DLC pipeline is a folder")
@@ -228,24 +220,18 @@ class DLCPipeline(DiffusionPipeline):
         """A pipeline from run directories (or model folders); the scheduler is the DiT run's sampler
         (or ``sampler``), the VAE the one it was trained in, the sampling settings each run's
         ``sample:`` section."""
-        from .config import load_config
-        from .dit import DiT, DiTRunConfig
-        from .encoder import DLCEncoder
-        from .prior import load_prior
-        from .text import load_text_model
+        from .encoder import DLCEncoder  # timm: imported only when a pipeline is loaded
 
         dit_run = Path(dit_run)
         config = load_config(DiTRunConfig, dit_run / "config.yaml")
         objective = get_objective(config.objective)
-        vae = None
-        if config.latent != "pixel":
-            from diffusers import AutoencoderKL
-
-            vae = AutoencoderKL.from_pretrained(config.latent)
+        vae = AutoencoderKL.from_pretrained(config.latent) if config.latent != "pixel" else None
         if encoder is None and config.condition.kind == "encoder":
             encoder = config.condition.encoder
         runs = {"dit": dit_run, "prior": prior, "text": text_model}
-        sampling = Sampling.from_dict({name: _run_sample_section(run) for name, run in runs.items() if run is not None})
+        # each run's ``sample:`` section (none in a bare model folder)
+        sampling = Sampling.from_dict({name: RunDir(run).saved_config().get("sample") or {}
+                                       for name, run in runs.items() if run is not None})
         if sampler:
             sampling = sampling.updated(dit={"sampler": sampler})
         return cls(
@@ -261,8 +247,6 @@ class DLCPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """diffusers' layout; a Hugging Face text model (not a diffusers model) is saved beside it."""
-        from .text import HFTextToCode
-
         text_model = self.text_model
         hf_text = isinstance(text_model, HFTextToCode)
         if hf_text:
@@ -474,8 +458,3 @@ def _code_shape(part) -> tuple[int, int] | None:
     layout = getattr(part, "layout", None)
     return (layout.code_length, layout.code_vocab) if layout is not None else None
 
-
-def _is_hf_text_model(path: Path) -> bool:
-    from .text.hf import HF_META
-
-    return (path / HF_META).is_file()

@@ -86,30 +86,12 @@ class RunDir:
 
     def __post_init__(self):
         self.root = Path(self.root)
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.root / "training.lock"
+        self.config_path = self.root / "config.yaml"
+        self.checkpoints = self.root / "checkpoints"
+        self.model_dir = self.root / "model"
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.samples = self.root / "samples"
+        self.lock_path = self.root / "training.lock"
 
     def create(self, config=None) -> RunDir:
         for path in (self.root, self.checkpoints, self.samples):
@@ -129,8 +111,8 @@ class RunDir:
                                   f"would start over and overwrite it. Use another run_dir, or delete {self.model_dir} "
                                   "to retrain here")
         changed = {}
-        if config is not None and resuming and self.config_path.is_file():
-            changed = config_changes(yaml.safe_load(self.config_path.read_text()) or {}, to_dict(config))
+        if config is not None and resuming:
+            changed = config_changes(self.saved_config(), to_dict(config))
             refused = [key for key in changed if key not in RESUMABLE_KEYS and key not in allow_changed]
             if refused:
                 said = "; ".join(f"{key}: {changed[key][0]!r} then, {changed[key][1]!r} now" for key in refused)
@@ -163,6 +145,10 @@ class RunDir:
             yield self
         finally:
             self.lock_path.unlink(missing_ok=True)
+
+    def saved_config(self) -> dict:
+        """``config.yaml`` as plain data ({} when there is none, e.g. a bare model folder)."""
+        return (yaml.safe_load(self.config_path.read_text()) or {}) if self.config_path.is_file() else {}
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of complete checkpoints, oldest first (temporary folders are ignored)."""
