@@ -133,3 +133,28 @@ def test_eval_codes_on_train_and_test_subfolders_and_on_a_class_folder_hold_out(
     assert "has no 'test' split" in capsys.readouterr().err
     assert main([*classes, "--holdout", "0.2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["usage"]["images"] == 8  # 5 per class, one of each held out
+
+
+def test_fid_references_a_class_folder_as_a_folder_or_as_imagefolder_and_caches_it(tmp_path):
+    from dlc import eval as dlc_eval
+
+    write_splits(tmp_path / "data", train=3, test=3)
+    samples = write_classes(tmp_path / "samples", per_class=2, size=8)
+    cache = tmp_path / "cache"
+    score = lambda reference: dlc_eval.fid(samples, reference, feature_extractor="tiny", progress=False,  # noqa: E731
+                                          cache_root=cache)
+    folder = score(tmp_path / "data" / "test")
+    assert folder["num_reference"] == 6 and folder["num_samples"] == 4
+    named = score(f"imagefolder:{tmp_path / 'data'}-8-test")
+    assert named["num_reference"] == 6 and named["fid"] == pytest.approx(folder["fid"], rel=1e-4)
+    assert score(f"imagefolder:{tmp_path / 'data'}")["num_reference"] == 12  # every split, at the samples' size
+    cached = sorted(p.name for p in cache.iterdir())
+    assert [n for n in cached if n.startswith("folder-test-8-")]
+    assert [n for n in cached if n.startswith("imagefolder-data-8-test-")]
+
+    # the cache follows the files: a changed reference is read again, not served stale; an image
+    # of another size is resized to the samples' like the others
+    Image.new("RGB", (30, 20), (0, 255, 0)).save(tmp_path / "data" / "test" / "red" / "extra.png")
+    assert score(tmp_path / "data" / "test")["num_reference"] == 7
+    with pytest.raises(DataError, match="has no 'val' split"):
+        score(f"imagefolder:{tmp_path / 'data'}-8-val")

