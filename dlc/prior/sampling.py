@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -34,19 +34,32 @@ def sample_codes(model: CodePrior, num: int, seed: Seed = 0, steps: int = 128, t
     """``num`` codes (num, L) long in [0, V) from ``steps`` ancestral steps; sample i depends only on
     (seed, start_index + i), or on (seed, indices[i]) when ``indices`` are given (``seed`` may be one
     seed per sample). ``eta`` > 0 turns on the remasking corrector for t inside ``window``."""
-    if steps < 1:
-        raise ConfigError(f"prior steps must be at least 1; got {steps}")
+    check_options(steps, eta)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"prior temperature must be a finite number > 0; got {temperature}")
+    return sample_in_batches(model, lambda rng: _sample_batch(model, rng, steps, temperature, eta, window), num, seed,
+                             start_index, batch_size, indices, progress)
+
+
+def check_options(steps: int, eta: float) -> None:
+    """The settings every prior's sampler takes (``CodePrior``'s and ``SEDDPrior``'s)."""
+    if steps < 1:
+        raise ConfigError(f"prior steps must be at least 1; got {steps}")
     if not 0.0 <= eta < 1.0:
         raise ConfigError(f"prior eta must be in [0, 1); got {eta}")
+
+
+def sample_in_batches(model, draw: Callable[[SampleRNG], torch.Tensor], num: int, seed: Seed, start_index: int = 0,
+                      batch_size: int | None = None, indices: Sequence[int] | None = None,
+                      progress: bool = False) -> torch.Tensor:
+    """``num`` checked codes (num, L), ``batch_size`` at a time: ``draw(rng)`` samples one batch from the
+    batch's ``SampleRNG``, so sample i depends only on (seed, start_index + i) or (seed, indices[i])."""
     batch_size = batch_size or num
     indices = list(range(start_index, start_index + num) if indices is None else indices)
     out = []
     for first in tqdm(range(0, num, batch_size), desc="sampling codes", disable=not progress, leave=False):
         last = min(first + batch_size, num)
-        rng = SampleRNG(seed_slice(seed, first, last), indices[first:last])
-        out.append(_sample_batch(model, rng, steps, temperature, eta, window))
+        out.append(draw(SampleRNG(seed_slice(seed, first, last), indices[first:last])))
     codes = torch.cat(out) if out else torch.zeros(0, model.config.code_length, dtype=torch.long)
     return check_codes(codes, model.config.code_length, model.config.vocab_size, what="sampled codes")
 

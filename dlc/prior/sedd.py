@@ -40,10 +40,11 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..codes import check_codes
-from ..dit.model import TimestepEmbedder, modulate
+from ..dit.model import TimestepEmbedder, modulate, rotary_tables
 from ..errors import ConfigError
 from ..progress import tqdm
-from ..seeding import SampleRNG, Seed, categorical, seed_slice
+from ..seeding import SampleRNG, Seed, categorical
+from .sampling import check_options, sample_in_batches
 
 SAMPLING_EPS = 1e-5  # the time of the last grid point (SEDD's sampler)
 
@@ -124,10 +125,9 @@ class SEDDPrior(ModelMixin, ConfigMixin):
         self.sigma_map = TimestepEmbedder(cond_dim)
         self.blocks = nn.ModuleList(DDiTBlock(hidden_size, num_heads, cond_dim, mlp_ratio) for _ in range(depth))
         self.output_layer = DDiTFinalLayer(hidden_size, tokens, cond_dim)
-        head_dim = hidden_size // num_heads
-        angles = torch.arange(code_length)[:, None] * 10000 ** (-torch.arange(0, head_dim, 2) / head_dim)[None]
-        self.register_buffer("rotary_cos", angles.cos(), persistent=False)  # (L, Dh/2)
-        self.register_buffer("rotary_sin", angles.sin(), persistent=False)
+        cos, sin = rotary_tables(code_length, hidden_size // num_heads)
+        self.register_buffer("rotary_cos", cos, persistent=False)  # (L, Dh/2)
+        self.register_buffer("rotary_sin", sin, persistent=False)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, L) in [0, V] -> (B, L, D)."""
@@ -188,21 +188,11 @@ def sample_sedd(model: SEDDPrior, num: int, seed: Seed = 0, steps: int = 4096, t
                 eta: float = 0.0, window: tuple[float, float] = (0.3, 0.55), start_index: int = 0,
                 batch_size: int | None = None, indices: Sequence[int] | None = None,
                 progress: bool = False) -> torch.Tensor:
-    if steps < 1:
-        raise ConfigError(f"prior steps must be at least 1; got {steps}")
+    check_options(steps, eta)
     if temperature != 1.0:
         raise ConfigError(f"the SEDD sampler has no temperature; got {temperature} (use 1.0)")
-    if not 0.0 <= eta < 1.0:
-        raise ConfigError(f"prior eta must be in [0, 1); got {eta}")
-    batch_size = batch_size or num
-    indices = list(range(start_index, start_index + num) if indices is None else indices)
-    out = []
-    for first in range(0, num, batch_size):
-        last = min(first + batch_size, num)
-        rng = SampleRNG(seed_slice(seed, first, last), indices[first:last])
-        out.append(_sample_batch(model, rng, steps, eta, window, progress))
-    codes = torch.cat(out) if out else torch.zeros(0, model.config.code_length, dtype=torch.long)
-    return check_codes(codes, model.config.code_length, model.config.vocab_size, what="sampled codes")
+    return sample_in_batches(model, lambda rng: _sample_batch(model, rng, steps, eta, window, progress), num, seed,
+                             start_index, batch_size, indices)
 
 
 def _sample_batch(model: SEDDPrior, rng: SampleRNG, steps: int, eta: float, window: tuple[float, float],
