@@ -41,10 +41,55 @@ def make_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None = 
     return grid
 
 
+DISPLAY_PIXELS = 96  # what a grid shows a small image at by default: 32 px images drawn 3x
+
+
+def display_scale(height: int, pixels: int = DISPLAY_PIXELS) -> int:
+    """The whole nearest-neighbour factor that draws an image of ``height`` pixels at about
+    ``pixels`` (never below 1: large images are drawn as they are)."""
+    return max(1, round(pixels / height))
+
+
+def pairs_grid(sources: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], pairs_per_row: int = 4,
+               scale: int | None = None, names: tuple[str, str] = ("input", "output")) -> Image.Image:
+    """Each output beside its source (input, output, input, output, ...), captioned, at
+    ``scale`` (None: ``display_scale``). Sources are drawn at the outputs' size."""
+    size = outputs[0].shape[-1]
+    cells = [im for pair in zip(sources, outputs) for im in (fit(pair[0], size), pair[1])]
+    return make_grid(cells, nrow=2 * pairs_per_row, labels=list(names) * len(outputs),
+                     scale=scale or display_scale(size))
+
+
+def parents_grid(parents: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], nrow: int | None = None,
+                 scale: int | None = None) -> Image.Image:
+    """The parents in a captioned first row ("parent A", ...), the outputs below, at ``scale``
+    (None: ``display_scale``)."""
+    size = outputs[0].shape[-1]
+    scale = scale or display_scale(size)
+    top = make_grid([fit(p, size) for p in parents], nrow=len(parents), scale=scale,
+                    labels=[f"parent {chr(ord('A') + i)}" for i in range(len(parents))])
+    bottom = make_grid(outputs, nrow=nrow, scale=scale)
+    grid = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height + 4), "white")
+    grid.paste(top, (0, 0))
+    grid.paste(bottom, (0, top.height + 4))
+    return grid
+
+
+def fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    """A uint8 (C, H, W) image resized (short side, Lanczos) and centre-cropped to ``size``."""
+    from .data import load_image
+
+    return image if image.shape[-2:] == (size, size) else load_image(to_pil(image), size, image.shape[0])
+
+
 def save_grid(images, path: str | Path, **kwargs) -> Path:
+    return save_image(make_grid(images, **kwargs), path)
+
+
+def save_image(image: Image.Image, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, **kwargs).save(path)
+    image.save(path)
     return path
 
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 from .codes import save_codes
 from .errors import DLCError
-from .imageio import save_grid, to_pil
+from .imageio import display_scale, make_grid, pairs_grid, parents_grid, to_pil
 from .npzio import write_npz
 
 GRID_SIZE = 64  # the grid shows the first 64 samples, however many there are
@@ -112,14 +112,18 @@ class SampleFolder:
         return array[:, :, None] if array.ndim == 2 else array
 
     def finish(self, settings: dict, codes: torch.Tensor | None = None, npz: bool = False,
-               grid_cols: int | None = None) -> None:
+               grid_cols: int | None = None, grid_scale: int | None = None, sources: Sequence[Path] | None = None,
+               parents: Sequence[Path] | None = None) -> None:
         """The grid of the first 64 samples, the codes, the ``.npz`` of every sample (streamed:
-        one image in memory at a time) and settings.json with the count of samples on disk."""
+        one image in memory at a time) and settings.json with the count of samples on disk.
+
+        The grid draws each sample beside its source image (``sources[i]`` made sample i: a
+        reconstruction), or below the ``parents`` it was composed from, at ``grid_scale`` times
+        (nearest neighbour; None: small images at about 96 px)."""
         indices = self.indices()
         if not indices:
             raise DLCError(f"no samples in {self.images}")
-        save_grid([torch.from_numpy(self.read(i)).permute(2, 0, 1) for i in indices[:GRID_SIZE]],
-                  self.root / "grid.png", nrow=grid_cols)
+        self.grid(indices[:GRID_SIZE], grid_cols, grid_scale, sources, parents).save(self.root / "grid.png")
         if codes is not None:
             save_codes(self.root / "codes.npy", codes)
         if npz:
@@ -128,6 +132,25 @@ class SampleFolder:
         record = {**_as_json(settings), "num_images": len(indices), "argv": sys.argv[1:],
                   "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         _write_atomically(self.settings_file, _dumps(record))
+
+
+    def grid(self, indices: list[int], cols: int | None, scale: int | None, sources: Sequence[Path] | None,
+             parents: Sequence[Path] | None) -> Image.Image:
+        """The picture of samples ``indices``: alone, beside their sources, or below their parents."""
+        samples = [torch.from_numpy(self.read(i)).permute(2, 0, 1) for i in indices]
+        if sources is not None:
+            return pairs_grid([read_image(sources[i]) for i in indices], samples, (cols or 8) // 2 or 1, scale)
+        if parents is not None:
+            return parents_grid([read_image(p) for p in parents], samples, cols, scale)
+        return make_grid(samples, nrow=cols, scale=scale or display_scale(samples[0].shape[-1]))
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as uint8 (C, H, W), RGB."""
+    from .data import load_image
+
+    with Image.open(path) as image:
+        return load_image(image)
 
 
 def _as_json(settings: dict) -> dict:

@@ -158,3 +158,64 @@ def test_fid_references_a_class_folder_as_a_folder_or_as_imagefolder_and_caches_
     assert score(tmp_path / "data" / "test")["num_reference"] == 7
     with pytest.raises(DataError, match="has no 'val' split"):
         score(f"imagefolder:{tmp_path / 'data'}-8-val")
+
+
+def test_encode_takes_a_split_subfolder_and_refuses_a_split_the_folder_lacks(tmp_path, tiny_encoder, capsys):
+    from dlc.cli import main
+    from dlc.codes import load_codes
+
+    write_splits(tmp_path / "split", train=3, test=2)
+    write_classes(tmp_path / "classes")
+    encode = ["encode", "--run", str(tiny_encoder), "--batch-size", "4"]
+    assert main([*encode, "--data", f"imagefolder:{tmp_path / 'split'}", "--split", "test",
+                 "--out", str(tmp_path / "test.npy")]) == 0
+    assert load_codes(tmp_path / "test.npy").shape == (4, 8)
+    assert main([*encode, "--data", f"imagefolder:{tmp_path / 'classes'}", "--split", "test",
+                 "--out", str(tmp_path / "none.npy")]) == 1
+    assert "has no 'test' split" in capsys.readouterr().err and not (tmp_path / "none.npy").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    from test_pipeline import tiny_parts
+
+    from dlc.pipeline import DLCPipeline
+
+    folder = tmp_path_factory.mktemp("pipe") / "pipeline"
+    DLCPipeline(**tiny_parts()).save_pretrained(folder)
+    return folder
+
+
+def cell_colour(grid, column, row=0, cell=(96, 96 + 12), pad=2):
+    """The colour at the centre of one grid cell (96 px images: 32 px drawn 3x; 12 px captions)."""
+    return grid.getpixel((pad + column * (cell[0] + pad) + cell[0] // 2, pad + row * (cell[1] + pad) + cell[0] // 2))
+
+
+def test_sample_images_finds_a_class_folder_and_draws_each_output_beside_its_input(tmp_path, tiny_pipeline):
+    from dlc.cli import main
+
+    images = write_classes(tmp_path / "classes")
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_pipeline), "--images", str(images), "--steps", "1", "--out", str(out)]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert [f.split("classes/")[1] for f in settings["images"]] == [f"{c}/{i}.png" for c in ("blue", "red")
+                                                                     for i in range(3)]
+    assert len(list((out / "images").glob("*.png"))) == 6
+    grid = Image.open(out / "grid.png").convert("RGB")
+    assert grid.size == (8 * 98 + 2, 2 * 110 + 2)  # 4 (input, output) pairs a row, each image 3x: 96 px
+    assert cell_colour(grid, 0) == (30, 30, 220) and cell_colour(grid, 6) == (220, 30, 30)  # blue/0, red/0
+    generated = Image.open(out / "images" / "000000.png").convert("RGB").resize((96, 96), Image.NEAREST)
+    assert cell_colour(grid, 1) == generated.getpixel((48, 48))
+
+
+def test_compose_draws_the_parents_above_the_compositions(tmp_path, tiny_pipeline):
+    from dlc.cli import main
+
+    images = write_classes(tmp_path / "classes", per_class=1)
+    out = tmp_path / "out"
+    assert main(["compose", str(tiny_pipeline), "--images", str(images / "red" / "0.png"), str(images / "blue" / "0.png"),
+                 "-n", "3", "--steps", "1", "--grid-scale", "2", "--out", str(out)]) == 0
+    grid = Image.open(out / "grid.png").convert("RGB")
+    parent_cell = (64, 64 + 12)
+    assert cell_colour(grid, 0, cell=parent_cell) == (220, 30, 30) and cell_colour(grid, 1, cell=parent_cell) == (30, 30, 220)
+    assert grid.height == (64 + 12 + 4) + 4 + (2 * 66 + 2)  # the parents' captioned row, a gap, 2 rows of 3 below

@@ -104,7 +104,7 @@ def test_a_run_killed_before_its_first_image_does_not_hold_the_folder(tmp_path, 
 def test_the_grid_shows_the_first_64_samples_and_reads_back_no_others(tmp_path, monkeypatch):
     real_read, reads = SampleFolder.read, []
     monkeypatch.setattr(SampleFolder, "read", lambda folder, i: reads.append(i) or real_read(folder, i))
-    assert main(["sample", "model", "-n", "70", "--out", str(tmp_path / "out")]) == 0
+    assert main(["sample", "model", "-n", "70", "--grid-scale", "1", "--out", str(tmp_path / "out")]) == 0
     assert reads == list(range(64))
     grid = Image.open(tmp_path / "out" / "grid.png")
     assert grid.size == (8 * (4 + 2) + 2, 8 * (4 + 2) + 2)  # 8 x 8 cells of 4 px images, 2 px apart

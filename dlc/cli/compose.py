@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import DLCError
@@ -47,7 +49,8 @@ def parse_positions(text: str, length: int) -> torch.Tensor:
 
 
 def sources_from_args(args, pipe) -> tuple[list[torch.Tensor], list[str]]:
-    """The sources (codes (L,) or probabilities (L, V)) and a description of each."""
+    """The sources (codes (L,) or probabilities (L, V)) and a description of each (for images:
+    their paths)."""
     if args.codes:
         from ..codes import load_codes
 
@@ -88,5 +91,7 @@ def run(args) -> int:
                     mask=mask, tau=tau)
     settings = {**common.common_settings("compose", args, pipe, sampling), "sources": described,
                 "weights": args.weights, "mask": args.mask}
-    common.stream(args, pipe, settings, sampling, list(range(args.start, args.start + args.num)), codes=codes)
+    parents = [Path(d) for d in described] if args.images else None  # drawn above the compositions
+    common.stream(args, pipe, settings, sampling, list(range(args.start, args.start + args.num)), codes=codes,
+                  parents=parents)
     return 0

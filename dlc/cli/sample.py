@@ -6,7 +6,7 @@ folder (``dlc.sample_folder``)::
 
     OUT/settings.json           every setting that decides the pictures, written before the first image
     OUT/images/000000.png ...   numbered lossless PNGs (index = global sample index)
-    OUT/grid.png                the first 64 samples
+    OUT/grid.png                the first 64 samples (beside their input images, or below their parents)
     OUT/codes.npy               the codes used (uint16, row i = sample i), when known
     OUT/samples.npz             with --npz: arr_0 uint8 (N, H, W, C) of every sample, for the ADM evaluator
 
@@ -49,6 +49,10 @@ def add_generation_args(parser: argparse.ArgumentParser, default_out: str) -> No
                         "(default: %(default)s)")
     parser.add_argument("--npz", action="store_true", help="also write OUT/samples.npz (uint8 NHWC) for the ADM evaluator")
     parser.add_argument("--grid-cols", type=int, default=None, help="images per grid row (default: square)")
+    parser.add_argument("--grid-scale", type=int, default=None, metavar="K",
+                        help="draw grid.png's images K times larger, nearest neighbour (default: small images at "
+                        "about 96 px, 32 px ones 3x). The grid shows a regenerated image beside its input and "
+                        "composed images below their parents")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow a text model that ships its own Python code (LLaDA) to run it; only for "
                         "pipelines from a source you trust (default: refused)")
@@ -197,15 +201,17 @@ def claim_folder(out: str | Path, settings: dict) -> SampleFolder:
     return folder
 
 
-def finish_folder(folder: SampleFolder, settings: dict, codes: torch.Tensor | None = None, npz: bool = False,
-                  grid_cols: int | None = None) -> None:
-    """After every process has written its PNGs: (on the main process) the grid of the first 64,
-    the codes, the npz of every sample and settings.json."""
+def finish_folder(folder: SampleFolder, settings: dict, args, codes: torch.Tensor | None = None,
+                  sources: list[Path] | None = None, parents: list[Path] | None = None) -> None:
+    """After every process has written its PNGs: (on the main process) the grid of the first 64
+    (beside their ``sources`` or below their ``parents`` when given), the codes, the npz of every
+    sample and settings.json."""
     wait_for_everyone()
     if distributed()[0] != 0:
         return
-    folder.finish(settings, codes=codes, npz=npz, grid_cols=grid_cols)
-    print(f"{len(folder.indices())} images in {folder.images}; wrote grid.png{', samples.npz' if npz else ''} "
+    folder.finish(settings, codes=codes, npz=args.npz, grid_cols=args.grid_cols, grid_scale=args.grid_scale,
+                  sources=sources, parents=parents)
+    print(f"{len(folder.indices())} images in {folder.images}; wrote grid.png{', samples.npz' if args.npz else ''} "
           f"and settings.json to {folder.root}")
 
 
@@ -220,12 +226,13 @@ def common_settings(verb: str, args, pipe, sampling) -> dict:
 
 
 def image_files(paths: list[str]) -> list[Path]:
-    from ..data import IMAGE_EXTENSIONS
+    """Image files, and every image under a folder at any depth (class folders too)."""
+    from ..data import image_files as images_under
 
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            files += images_under(p)
         elif p.is_file():
             files.append(p)
         else:
@@ -300,12 +307,13 @@ def check_chunk_size(args) -> None:
 
 
 def stream(args, pipe, settings: dict, sampling, indices: list[int], codes: torch.Tensor | None = None,
-           **inputs) -> None:
-    """Claim --out, draw the missing ``indices`` chunk by chunk, then the grid, codes and npz."""
+           parents: list[Path] | None = None, **inputs) -> None:
+    """Claim --out, draw the missing ``indices`` chunk by chunk, then the grid (reconstructions
+    beside the ``files`` they came from, compositions below their ``parents``), codes and npz."""
     settings.update(num=len(indices), chunk_size=args.chunk_size)
     folder = claim_folder(args.out, settings)
     draw_missing(folder, pipe, indices, generation_kwargs(args, sampling), args.chunk_size, codes=codes, **inputs)
-    finish_folder(folder, settings, codes=codes, npz=args.npz, grid_cols=args.grid_cols)
+    finish_folder(folder, settings, args, codes=codes, sources=inputs.get("files"), parents=parents)
 
 
 def run(args) -> int:
