@@ -93,17 +93,6 @@ class CodeDataConfig:
     synthetic_num: PositiveInt = 4096  # synthetic:markov and synthetic:random: number of codes
 
 
-class CodeDataset(torch.utils.data.Dataset):
-    def __init__(self, codes: torch.Tensor):
-        self.codes = codes
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"code": self.codes[i]}
-
-
 def split_holdout(codes: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, held-out): the held-out part is the last ``fraction`` of a seed-0 permutation."""
     perm = torch.randperm(len(codes), generator=torch.Generator().manual_seed(0))
@@ -159,7 +148,8 @@ def load_data(config: PriorRunConfig) -> tuple[torch.utils.data.Dataset, torch.T
     train_codes, heldout = split_holdout(source.codes, data.holdout)
     if data.eval_codes:
         heldout = load_codes(data.eval_codes, source.code_length, m.vocab_size)
-    return CodeDataset(train_codes), heldout, train_codes, source.code_length, source.vocab_size
+    # items {"code": (L,)}
+    return torch.utils.data.StackDataset(code=train_codes), heldout, train_codes, source.code_length, source.vocab_size
 
 
 def build(config: PriorRunConfig) -> tuple[CodePrior, torch.utils.data.Dataset, torch.Tensor, torch.Tensor | None]:
