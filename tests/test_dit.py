@@ -38,6 +38,29 @@ def test_hard_soft_and_null_codes():
     assert torch.allclose(null, dropped, atol=1e-6) and not torch.allclose(null, hard)
 
 
+def test_in_context_code_tokens_let_each_code_position_reach_the_patches():
+    pooled, in_context = tiny(), tiny(code_tokens=True)
+    assert in_context.state_dict().keys() == pooled.state_dict().keys()  # the same weights, another sequence
+    x, t = torch.randn(2, 3, 16, 16), torch.full((2,), 500.0)
+    codes = torch.randint(0, V, (2, L))
+    out = in_context(x, t, codes)
+    assert out.shape == (2, 3, 16, 16) and not torch.allclose(out, pooled(x, t, codes), atol=1e-4)
+    soft = in_context(x, t, torch.nn.functional.one_hot(codes, V).float())
+    assert torch.allclose(soft, out, atol=1e-5)
+    null, dropped = in_context(x, t, None), in_context(x, t, codes, drop=torch.tensor([True, True]))
+    assert torch.allclose(null, dropped, atol=1e-6) and not torch.allclose(null, out, atol=1e-4)
+    # codes whose rows average the same (u + -u = 0 + 0): the pooled model cannot tell them apart
+    u = torch.randn(pooled.config.hidden_size)
+    first, second = codes.clone(), codes.clone()
+    first[:, :2], second[:, :2] = torch.tensor([0, 0]), torch.tensor([1, 1])
+    for model in (pooled, in_context):
+        with torch.no_grad():
+            table = model.code_embedder.table
+            table[0, 0], table[1, 0], table[0, 1], table[1, 1] = u, -u, 0, 0
+    assert torch.allclose(pooled(x, t, first), pooled(x, t, second), atol=1e-6)
+    assert not torch.allclose(in_context(x, t, first), in_context(x, t, second), atol=1e-4)
+
+
 def test_unconditional_and_class_models_are_the_same_class():
     uncond = create_dit("DiT-N/4", image_size=16, code_length=0, vocab_size=1)
     assert uncond.code_embedder is None and uncond(torch.randn(2, 3, 16, 16), torch.ones(2)).shape == (2, 3, 16, 16)

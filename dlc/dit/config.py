@@ -26,12 +26,20 @@ from ..errors import CheckpointError
 from ..runs import RunDir
 from .diffusion import get_objective
 from .latents import make_latent_space
-from .model import DIT_MODELS, DiT
+from .model import CODE_INITS, DIT_MODELS, DiT
 
 
 @dataclass
 class DiTModelConfig:
+    """The DiT's architecture: a named size, optionally resized (``model.depth=2 model.width=64
+    model.heads=2`` runs a preset's DiT-XL/2, patch and code path unchanged, at a size a CPU trains)."""
+
     arch: Literal[tuple(DIT_MODELS)] = "DiT-T/4"  # a name from dlc.dit.DIT_MODELS
+    depth: PositiveInt | None = None  # blocks; None: the arch's
+    width: PositiveInt | None = None  # hidden size; None: the arch's
+    heads: PositiveInt | None = None  # attention heads (must divide width); None: the arch's
+    code_init: Literal[CODE_INITS] = "dit"  # the code table's init: dit N(0, 0.02); authors N(0, 1/width), one null
+    code_tokens: bool = False  # also give the code's L embeddings to the DiT as sequence tokens (in-context)
 
 
 @dataclass

@@ -6,6 +6,10 @@ looked-up vectors are averaged and added to the timestep embedding. A soft code 
 over V per position) averages the table rows with those weights. Class-conditional (L=1,
 V=classes) and unconditional (L=0) models are the same class with other settings.
 
+``code_tokens=True`` also gives the L looked-up vectors to the transformer as extra sequence tokens
+(DiT's "in-context" conditioning): every patch can attend to every code token, where the average
+squeezes the L tokens into one vector. The tokens are dropped before the output layer.
+
     model = create_dit("DiT-T/4", image_size=32, code_length=32, vocab_size=64)
     out = model(x, t, codes)            # codes: (B, L) long, (B, L, V) float, or None (null)
 """
@@ -95,28 +99,45 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(timestep_embedding(t, self.freq_dim))
 
 
-class CodeEmbedder(nn.Module):
-    """The (L, V+1, D) table: per-position embeddings plus a null entry, averaged over positions."""
+CODE_INITS = ("dit", "authors")
 
-    def __init__(self, code_length: int, vocab_size: int, hidden: int):
+
+class CodeEmbedder(nn.Module):
+    """The (L, V+1, D) table: per-position embeddings plus a null entry (the DiT averages them).
+
+    ``init``: ``"dit"`` draws every entry from N(0, 0.02^2) (DiT's class table), each position's null
+    entry on its own; ``"authors"`` is the paper's code (their ``SEMEmbedder``): N(0, 1/D) and ONE null
+    vector copied to every position, so the averaged null starts at that vector's scale rather than
+    1/sqrt(L) of it. The copies are separate parameters and train apart."""
+
+    def __init__(self, code_length: int, vocab_size: int, hidden: int, init: str = "dit"):
         super().__init__()
+        if init not in CODE_INITS:
+            raise ConfigError(f"unknown code table init {init!r}; choose from {', '.join(CODE_INITS)}")
         self.code_length, self.vocab_size = code_length, vocab_size
-        self.table = nn.Parameter(torch.randn(code_length, vocab_size + 1, hidden) * 0.02)
+        if init == "authors":
+            scale = hidden ** -0.5
+            null = (torch.randn(1, 1, hidden) * scale).expand(code_length, 1, hidden)
+            table = torch.cat([torch.randn(code_length, vocab_size, hidden) * scale, null], 1)
+        else:
+            table = torch.randn(code_length, vocab_size + 1, hidden) * 0.02
+        self.table = nn.Parameter(table.contiguous())
 
     def null(self, batch: int) -> torch.Tensor:
-        return self.table[:, self.vocab_size].mean(0).expand(batch, -1)
+        return self.table[:, self.vocab_size].expand(batch, -1, -1)  # (B, L, D)
 
     def forward(self, codes: torch.Tensor | None, drop: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The looked-up vectors (B, L, D): position l's table row of code value ``codes[:, l]`` (a soft
+        code: the rows averaged with its weights); null rows where ``codes`` is None or ``drop``."""
         if codes is None:
             return self.null(batch)
         if codes.is_floating_point():  # soft codes (B, L, V)
-            emb = torch.einsum("blv,lvd->bd", codes.to(self.table.dtype), self.table[:, : self.vocab_size])
-            emb = emb / self.code_length
+            emb = torch.einsum("blv,lvd->bld", codes.to(self.table.dtype), self.table[:, : self.vocab_size])
         else:
             offsets = torch.arange(self.code_length, device=codes.device) * (self.vocab_size + 1)
-            emb = F.embedding(codes + offsets, self.table.reshape(-1, self.table.shape[-1])).mean(1)
+            emb = F.embedding(codes + offsets, self.table.reshape(-1, self.table.shape[-1]))  # (B, L, D)
         if drop is not None:
-            emb = torch.where(drop[:, None], self.null(batch), emb)
+            emb = torch.where(drop[:, None, None], self.null(batch), emb)
         return emb
 
     def check(self, codes: torch.Tensor | None, batch: int) -> None:
@@ -188,13 +209,16 @@ class DiT(CheckedLoading, ModelMixin, ConfigMixin):
     ``code_length`` L and ``vocab_size`` V size the code table; L = 0 makes an unconditional model.
     ``learn_sigma`` doubles the output channels (epsilon and the variance interpolation, as DiT).
     ``pos_embed_column_first``: the position embedding's channel order of DiT's reference code (see
-    ``sincos_pos_embed``), for weights trained there (``dlc convert dit``).
+    ``sincos_pos_embed``), for weights trained there (``dlc convert dit``). ``code_tokens``: the code's
+    L vectors also join the sequence (see the module docstring). ``code_init``: how the code table
+    starts (``CodeEmbedder``; only the initialisation, which saved weights replace).
     """
 
     @register_to_config
     def __init__(self, image_size: int = 32, in_channels: int = 3, patch_size: int = 4, hidden_size: int = 256,
                  depth: int = 6, num_heads: int = 4, mlp_ratio: float = 4.0, code_length: int = 32,
-                 vocab_size: int = 64, learn_sigma: bool = False, pos_embed_column_first: bool = False):
+                 vocab_size: int = 64, learn_sigma: bool = False, pos_embed_column_first: bool = False,
+                 code_tokens: bool = False, code_init: str = "dit"):
         super().__init__()
         if image_size % patch_size:
             raise ConfigError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
@@ -204,7 +228,7 @@ class DiT(CheckedLoading, ModelMixin, ConfigMixin):
         self.register_buffer("pos_embed", sincos_pos_embed(hidden_size, self.grid, pos_embed_column_first)[None],
                              persistent=False)
         self.t_embedder = TimestepEmbedder(hidden_size)
-        self.code_embedder = CodeEmbedder(code_length, vocab_size, hidden_size) if code_length else None
+        self.code_embedder = CodeEmbedder(code_length, vocab_size, hidden_size, code_init) if code_length else None
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
@@ -229,14 +253,18 @@ class DiT(CheckedLoading, ModelMixin, ConfigMixin):
         B = x.shape[0]
         t = t.expand(B) if t.ndim == 0 or t.shape[0] == 1 else t  # (B,)
         c = self.t_embedder(t)  # (B, D)
-        if self.code_embedder is not None:
-            self.code_embedder.check(codes, B)
-            c = c + self.code_embedder(codes, drop, B)  # (B, D): the averaged code embedding
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, T, D), T = (H / patch)^2
         h = (patches + self.pos_embed).to(patches.dtype)  # (B, T, D); under autocast the stream stays bf16
+        T = h.shape[1]
+        if self.code_embedder is not None:
+            self.code_embedder.check(codes, B)
+            tokens = self.code_embedder(codes, drop, B)  # (B, L, D)
+            c = c + tokens.mean(1)  # (B, D): the averaged code embedding
+            if self.config.code_tokens:
+                h = torch.cat([h, tokens.to(h.dtype)], dim=1)  # (B, T + L, D): in-context code tokens
         for block in self.blocks:
-            h = block(h, c)  # (B, T, D)
-        return self.unpatchify(self.final_layer(h, c))  # (B, C_out, H, W)
+            h = block(h, c)  # (B, T [+ L], D)
+        return self.unpatchify(self.final_layer(h[:, :T], c))  # (B, C_out, H, W)
 
 
 # model_index.json records this import path: the public one (diffusers would read dlc.dit.model as its own `dit`)

@@ -20,7 +20,7 @@ from ..training import fit, seed_everything
 from .config import DiTRunConfig
 from .diffusion import get_objective, sample
 from .latents import make_latent_space
-from .model import DiT, create_dit
+from .model import DIT_MODELS, DiT, create_dit
 
 
 class CodedImages(torch.utils.data.Dataset):
@@ -115,9 +115,17 @@ def conditioning(config: DiTRunConfig, dataset) -> tuple[torch.Tensor | None, in
 
 def create_model(config: DiTRunConfig, in_channels: int, image_size: int, code_length: int,
                  vocab_size: int) -> DiT:
-    """The DiT of ``config.model`` for inputs (in_channels, image_size, image_size) and codes (L, V)."""
-    return create_dit(config.model.arch, image_size=image_size, in_channels=in_channels, code_length=code_length,
-                      vocab_size=vocab_size, learn_sigma=get_objective(config.objective).learn_sigma)
+    """The DiT of ``config.model`` for inputs (in_channels, image_size, image_size) and codes (L, V);
+    ``model.depth``/``width``/``heads`` resize the named arch."""
+    m = config.model
+    named = DIT_MODELS[m.arch].keywords
+    width, heads = m.width or named["hidden_size"], m.heads or named["num_heads"]
+    if width % heads:
+        raise ConfigError(f"model.width {width} must be a multiple of model.heads {heads}")
+    return create_dit(m.arch, image_size=image_size, in_channels=in_channels, code_length=code_length,
+                      vocab_size=vocab_size, learn_sigma=get_objective(config.objective).learn_sigma,
+                      code_tokens=m.code_tokens, code_init=m.code_init, depth=m.depth or named["depth"],
+                      hidden_size=width, num_heads=heads)
 
 
 def _shard_space(config: DiTRunConfig, info: dict):
