@@ -84,6 +84,16 @@ def tensors_only(state: dict, what: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def checkpoint_state(source: str | Path | dict, what: str, wanted: str = "", containers: Iterable[str] = (),
+                     subfolders: Iterable[str] = (), prefixes: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """The state dict in ``source`` (a state dict, or what ``read_checkpoint`` reads there or in one
+    of ``subfolders``): ``wanted`` of a training checkpoint with ``containers`` (``select_weights``),
+    ``WRAPPER_PREFIXES`` and ``prefixes`` stripped, every value a tensor."""
+    checkpoint = source if isinstance(source, dict) else read_checkpoint(source, subfolders)
+    state = select_weights(checkpoint, wanted, containers)
+    return tensors_only(strip_prefixes(state, (*WRAPPER_PREFIXES, *prefixes)), what)
+
+
 def renamed(state: dict[str, torch.Tensor], rename: Callable[[str], str | None], what: str) -> dict:
     """``state`` with every key renamed; a key ``rename`` does not know is an error naming it."""
     out = {}
@@ -96,9 +106,13 @@ def renamed(state: dict[str, torch.Tensor], rename: Callable[[str], str | None],
     return out
 
 
-def load_checked(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> nn.Module:
-    """Load ``state`` (already in the model's names) into ``model``: every key of ``state`` must be
-    a key of the model, every key of the model must be in ``state``, with equal shapes."""
+def load_checked(model: nn.Module, state: dict[str, torch.Tensor], what: str,
+                 rename: Callable[[str], str | None] | None = None) -> nn.Module:
+    """Load ``state`` (in the model's names, or in the source's with ``rename``: see ``renamed``) into
+    ``model``: every key of ``state`` must be a key of the model, every key of the model must be in
+    ``state``, with equal shapes."""
+    if rename is not None:
+        state = renamed(state, rename, what)
     expected = model.state_dict()
     for key, value in state.items():
         if key not in expected:

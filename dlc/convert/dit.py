@@ -31,16 +31,7 @@ import torch
 from ..dit.diffusion import get_objective
 from ..dit.model import DiT, sincos_pos_embed
 from ..errors import CheckpointError
-from .common import (
-    count_indexed,
-    load_checked,
-    read_checkpoint,
-    renamed,
-    require,
-    select_weights,
-    strip_prefixes,
-    tensors_only,
-)
+from .common import checkpoint_state, count_indexed, load_checked, require
 
 WHAT = "DiT checkpoint"
 HEADS_BY_WIDTH = {1152: 16, 1024: 16, 768: 12, 384: 6}  # DiT-XL, -L, -B, -S
@@ -65,9 +56,7 @@ def dit_state_dict(source: str | Path | dict, weights: str = "ema") -> dict[str,
     """The DiTSEM state dict in a checkpoint: a fast-DiT training ``.pt`` (``model``/``ema``;
     ``weights`` picks one), a safetensors/bin state dict or a folder (a diffusers pipeline's
     ``transformer/`` too), with any of the prefixes ``module.``, ``_orig_mod.``, ``model.``."""
-    checkpoint = source if isinstance(source, dict) else read_checkpoint(source, subfolders=("transformer",))
-    state = select_weights(checkpoint, weights, containers=("model", "ema"))
-    return tensors_only(strip_prefixes(state), WHAT)
+    return checkpoint_state(source, WHAT, weights, containers=("model", "ema"), subfolders=("transformer",))
 
 
 def dit_config(state: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
@@ -110,7 +99,7 @@ def convert_dit(source: str | Path | dict, weights: str = "ema", num_heads: int 
     column_first = position_layout(state["pos_embed"], config["hidden_size"], grid)
     model = DiT(**config, pos_embed_column_first=column_first)
     tensors = {k: v for k, v in state.items() if k != "pos_embed"}  # pos_embed: consumed by the check above
-    return load_checked(model, renamed(tensors, rename_key, WHAT), WHAT).eval()
+    return load_checked(model, tensors, WHAT, rename=rename_key).eval()
 
 
 def dit_pipeline(source: str | Path | dict, out_dir: str | Path, vae=None, weights: str = "ema",

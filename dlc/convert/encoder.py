@@ -29,17 +29,14 @@ import torch
 from ..encoder import DLCEncoder
 from ..errors import CheckpointError
 from .common import (
-    WRAPPER_PREFIXES,
     add_part,
+    checkpoint_state,
     count_indexed,
     load_checked,
     pipeline_code_shape,
-    read_checkpoint,
     renamed,
     require,
-    select_weights,
     strip_prefixes,
-    tensors_only,
 )
 
 WHAT = "SEM encoder checkpoint"
@@ -55,15 +52,12 @@ def encoder_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
     """The backbone + SEM state dict of a DINOv2 teacher checkpoint (``{"teacher": ...}``, keys
     ``backbone.*``, possibly ``teacher.backbone.*``) or of a plain state dict in the same names;
     chunked blocks (``blocks.c.i.``, DINOv2's FSDP layout) are flattened to ``blocks.i.``."""
-    checkpoint = source if isinstance(source, dict) else read_checkpoint(source)
-    state = strip_prefixes(select_weights(checkpoint, "teacher", containers=("teacher",)),
-                           (*WRAPPER_PREFIXES, "teacher."))
-    state = {k: v for k, v in state.items() if not k.startswith(TRAINING_HEADS)}
-    state = strip_prefixes(state, ("backbone.",))
+    state = checkpoint_state(source, WHAT, "teacher", containers=("teacher",), prefixes=("teacher.",))
+    state = strip_prefixes({k: v for k, v in state.items() if not k.startswith(TRAINING_HEADS)}, ("backbone.",))
     state = {k: v for k, v in state.items() if k not in UNUSED}
     if any(re.match(r"blocks\.\d+\.\d+\.", k) for k in state):
         state = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in state.items()}
-    return tensors_only(state, WHAT)
+    return state
 
 
 def code_shape(state: dict, code_length: int | None, vocab_size: int | None) -> tuple[int, int]:

@@ -18,17 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..prior import SEDDPrior
-from .common import (
-    add_part,
-    check_code_shape,
-    count_indexed,
-    load_checked,
-    read_checkpoint,
-    renamed,
-    require,
-    strip_prefixes,
-    tensors_only,
-)
+from .common import add_part, check_code_shape, checkpoint_state, count_indexed, load_checked, require
 
 WHAT = "SEDD checkpoint"
 EMBEDDINGS = ("vocab_embed.embedding", "vocab_embed.embedding_table")
@@ -89,15 +79,14 @@ def convert_prior(source: str | Path, config: dict | None = None) -> SEDDPrior:
     """The authors' SEDD folder (or a state dict ``source`` with its ``config``) -> SEDDPrior
     (eval mode), every key and shape checked."""
     config = sedd_config(config if config is not None else source)
-    state = source if isinstance(source, dict) else read_checkpoint(source)
-    state = tensors_only(strip_prefixes(state), WHAT)
+    state = checkpoint_state(source, WHAT)
     model = SEDDPrior(**prior_config(state, config))
     head_dim = model.config.hidden_size // model.config.num_heads
     expected = 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
     if not torch.allclose(state["rotary_emb.inv_freq"].float(), expected, rtol=1e-5):
         raise CheckpointError(f"{WHAT}: rotary_emb.inv_freq is not 1/10000^(2k/{head_dim}); another rotary base")
     tensors = {k: v for k, v in state.items() if k != "rotary_emb.inv_freq"}  # consumed by the check above
-    return load_checked(model, renamed(tensors, rename_key, WHAT), WHAT).eval()
+    return load_checked(model, tensors, WHAT, rename=rename_key).eval()
 
 
 def add_prior(source: str | Path, out_dir: str | Path, config: dict | None = None) -> SEDDPrior:
