@@ -147,17 +147,26 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     return cls(**kwargs)
 
 
+def plain(value):
+    """``value`` as YAML-ready data: tuples become lists, inside lists and mappings too."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def to_dict(config) -> dict:
-    """The config as plain YAML-ready data (tuples become lists)."""
-
-    def plain(v):
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
+    """The config (a dataclass) as plain YAML-ready data (tuples become lists)."""
     return plain(dataclasses.asdict(config))
+
+
+def flat_keys(data: dict, prefix: str = "") -> dict:
+    """Nested mappings as one level of dotted keys: {"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}."""
+    out = {}
+    for key, value in data.items():
+        out.update(flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -45,7 +45,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from .config import load_config
+from .config import load_config, plain
 from .data import pil_to_tensor, resize_center_crop, to_rgb, to_uint8
 from .dit import DiT, DiTRunConfig, get_objective, sample
 from .errors import CheckpointError, CodeError, DLCError
@@ -132,8 +132,7 @@ class Sampling:
 
     def to_dict(self) -> dict:
         """JSON-ready (tuples as lists), as saved in model_index.json and settings.json."""
-        return {name: {k: list(v) if isinstance(v, tuple) else v for k, v in part.items()}
-                for name, part in asdict(self).items()}
+        return plain(asdict(self))
 
     def updated(self, **stages) -> Sampling:
         """A copy with each stage given as a dataclass (replaced whole) or a dict (only the fields it

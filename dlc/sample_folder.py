@@ -32,20 +32,13 @@ import torch
 from PIL import Image
 
 from .codes import save_codes
+from .config import flat_keys
 from .errors import DLCError
 from .imageio import display_scale, make_grid, pairs_grid, parents_grid, to_pil
 from .npzio import write_npz
 
 GRID_SIZE = 64  # the grid shows the first 64 samples, however many there are
 RUN_KEYS = ("start", "num", "batch_size", "chunk_size", "num_images", "argv", "created")
-
-
-def flat(settings: dict, prefix: str = "") -> dict:
-    """Nested settings as one level: {"sampling": {"dit": {"steps": 7}}} -> {"sampling.dit.steps": 7}."""
-    out = {}
-    for key, value in settings.items():
-        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
 
 
 class OutputFolderError(DLCError, FileExistsError):
@@ -84,7 +77,7 @@ class SampleFolder:
         if existing is None:
             raise OutputFolderError(f"{self.root} holds images but no settings.json, so nothing says how they were "
                                     "made: give another --out, or delete that folder to start over")
-        there, now = (flat({k: v for k, v in d.items() if k not in RUN_KEYS}) for d in (existing, settings))
+        there, now = (flat_keys({k: v for k, v in d.items() if k not in RUN_KEYS}) for d in (existing, settings))
         differences = [f"{k}: {there.get(k)!r} there, {now.get(k)!r} now"
                        for k in sorted(set(there) | set(now)) if there.get(k) != now.get(k)]
         if differences:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import to_dict
+from .config import flat_keys, to_dict
 from .errors import ConfigError
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -72,17 +72,8 @@ def hyperparameters(config) -> dict:
     """The config as flat ``section.key`` -> number / string / bool (what trackers accept)."""
     if config is None:
         return {}
-    flat = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk(to_dict(config) if not isinstance(config, dict) else config, "")
-    return flat
+    values = flat_keys(to_dict(config) if not isinstance(config, dict) else config)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
 
 
 def _installed(package: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import yaml
 
-from ..config import to_dict
+from ..config import plain, to_dict
 from ..stages import STAGES
 
 
@@ -138,12 +138,8 @@ def keys_help(config_class: type, width: int = 100) -> str:
 
 def yaml_value(value) -> str:
     """``value`` as one would type it in an override (YAML flow style)."""
-    text = yaml.safe_dump(to_dict_value(value), default_flow_style=True, width=10**6).strip()
+    text = yaml.safe_dump(plain(value), default_flow_style=True, width=10**6).strip()
     return text.removesuffix("...").strip()
-
-
-def to_dict_value(value):
-    return list(map(to_dict_value, value)) if isinstance(value, (list, tuple)) else value
 
 
 def section_doc(config_class: type, dotted: str) -> str:
