@@ -111,7 +111,8 @@ def killed_and_resumed(root: Path):
         time.sleep(0.5)
     child.kill()  # kill -9: no chance to clean up (the lock stays behind)
     child.wait()
-    result = train_prior(run, "train.steps=400")
+    reached = max(int(p.name) for p in (run / "checkpoints").glob("[0-9]*"))
+    result = train_prior(run, f"train.steps={reached + 4}")  # a few steps past the kill: it must resume, not restart
     return result.returncode == 0, f"after kill -9 (lock left behind): exit {result.returncode}, " \
                                    f"{'resumed' if 'resuming' in result.stdout else 'did not resume'}"
 
@@ -163,7 +164,10 @@ def main() -> None:
             root = Path(tmp) / f"f{len(rows)}"
             root.mkdir()
             started = time.time()
-            ok, outcome = fault(root)
+            try:
+                ok, outcome = fault(root)
+            except subprocess.TimeoutExpired as timeout:
+                ok, outcome = False, f"timed out after {timeout.timeout:.0f} s: {' '.join(timeout.cmd[3:6])}"
             rows.append({"fault": name, "ok": bool(ok), "outcome": outcome, "seconds": round(time.time() - started, 1)})
             print(f"{'ok ' if ok else 'BAD'} {name}: {outcome}", flush=True)
     print(f"\n{'fault':28s} {'ok':4s} outcome")
