@@ -219,3 +219,110 @@ def test_compose_draws_the_parents_above_the_compositions(tmp_path, tiny_pipelin
     parent_cell = (64, 64 + 12)
     assert cell_colour(grid, 0, cell=parent_cell) == (220, 30, 30) and cell_colour(grid, 1, cell=parent_cell) == (30, 30, 220)
     assert grid.height == (64 + 12 + 4) + 4 + (2 * 66 + 2)  # the parents' captioned row, a gap, 2 rows of 3 below
+
+
+# ---- dataset defaults reach the stages ----------------------------------------------------------
+
+
+def captioned_folder(root, heldout=None, prompts=None):
+    """A class-folder tree with a caption per image ("light red 0", ...) and an optional dataset.json."""
+    write_classes(root, per_class=3)
+    rows = [{"file": f"{c}/{i}.png", "caption": f"light {c} {i}"} for c in COLOURS for i in range(3)]
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {k: v for k, v in (("heldout", heldout), ("prompts", prompts)) if v is not None}
+    if spec:
+        (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def text_config(tmp_path, folder, *extra):
+    from dlc.config import load_config
+    from dlc.text import training as text_training
+
+    return load_config(text_training.TextRunConfig, None, [
+        f"run_dir={tmp_path / 'text'}", f"data.dataset=imagefolder:{folder}", "data.size=8",
+        "codes.source=synthetic", "codes.code_length=4", "codes.synthetic_vocab=8", "model.width=32",
+        "model.depth=1", "model.heads=2", "model.tokenizer=bytes", "train.batch_size=4", "train.steps=1",
+        "sample.num_per_prompt=1", "sample.steps=2", *extra])
+
+
+def test_text_stage_takes_prompts_and_heldout_captions_from_the_dataset(tmp_path):
+    from dlc.errors import ConfigError
+    from dlc.text import training as text_training
+
+    plain = captioned_folder(tmp_path / "plain")
+    config = text_config(tmp_path, plain)
+    pairs, *_ = text_training.training_pairs(config)
+    assert len(pairs) == 6  # nothing held out: the folder defines no held-out captions
+    captions = [pairs.dataset.captions[i] for i in pairs.indices]
+    resolved = text_training.resolved(config, captions)
+    assert resolved.sample.prompts == ["light blue 0", "light blue 1", "light blue 2", "light red 0"]
+    assert resolved.codes.holdout is False
+    with pytest.raises(ConfigError, match="codes.holdout: true, but imagefolder:.* defines no held-out captions"):
+        text_training.training_pairs(text_config(tmp_path, plain, "codes.holdout=true"))
+
+    declared = captioned_folder(tmp_path / "declared", heldout=["light red 1"], prompts=["light red 1", "light blue"])
+    config = text_config(tmp_path, declared)
+    pairs, *_ = text_training.training_pairs(config)
+    kept = [pairs.dataset.captions[i] for i in pairs.indices]
+    assert len(kept) == 5 and "light red 1" not in kept
+    resolved = text_training.resolved(config, kept)
+    assert resolved.sample.prompts == ["light red 1", "light blue"] and resolved.codes.holdout is True
+    assert len(text_training.training_pairs(text_config(tmp_path, declared, "codes.holdout=false"))[0]) == 6
+
+
+def test_a_text_run_samples_the_dataset_prompts_and_records_them(tmp_path):
+    import yaml
+
+    from dlc.text import training as text_training
+
+    folder = captioned_folder(tmp_path / "folder", prompts=["light red 2"])
+    run = text_training.train(text_config(tmp_path, folder))
+    assert list(json.loads(next(run.samples.glob("codes-*.json")).read_text())) == ["light red 2"]
+    assert yaml.safe_load((run.root / "config.yaml").read_text())["sample"]["prompts"] == ["light red 2"]
+
+
+def test_the_emoji_presets_hold_no_emoji_choices_for_other_data():
+    from dlc.stages import STAGES
+
+    text = STAGES["text"].load_config("emoji")
+    assert text.sample.prompts is None and text.codes.holdout is None  # the dataset's
+
+
+def test_encoder_augmentations_come_from_the_dataset_unless_the_config_sets_them(tmp_path):
+    import yaml
+    from test_encoder import tiny_config
+
+    from dlc.encoder import training as encoder_training
+    from dlc.errors import ConfigError
+    from dlc.stages import STAGES
+
+    crops = encoder_training.CropConfig()
+    assert crops.resolved() == encoder_training.CropConfig(**encoder_training.GENERIC_AUGMENTATIONS)
+    fashion = crops.resolved(data.dataset_defaults("fashion").augmentations)
+    assert (fashion.saturation, fashion.grayscale_prob, fashion.flip) == (0.0, 0.0, True)
+    assert encoder_training.CropConfig(grayscale_prob=0.5).resolved({"grayscale_prob": 0.0}).grayscale_prob == 0.5
+    with pytest.raises(ConfigError, match="unknown augmentation hue"):
+        crops.resolved({"hue": 0.1})
+    assert STAGES["encoder"].load_config("fashion").crops.resolved(
+        data.dataset_defaults("fashion-mnist").augmentations).grayscale_prob == 0.0  # the preset leaves it to the data
+
+    folder = write_classes(tmp_path / "letters", per_class=4)
+    (folder / "dataset.json").write_text(json.dumps({"augmentations": {"flip": False, "grayscale_prob": 0.0}}))
+    run = encoder_training.train(tiny_config(tmp_path, f"data.dataset=imagefolder:{folder}", "train.steps=1",
+                                             "train.batch_size=4", "crops.saturation=0.1"))
+    recorded = yaml.safe_load((run.root / "config.yaml").read_text())["crops"]
+    assert (recorded["flip"], recorded["grayscale_prob"], recorded["saturation"], recorded["jitter_prob"]) == (
+        False, 0.0, 0.1, 0.8)  # the folder's, the command line's, the generic
+
+
+def test_the_vae_trains_on_a_class_folder_with_or_without_a_test_split(tmp_path):
+    from test_vae import TINY
+
+    from dlc.stages import STAGES
+
+    for name, folder in (("classes", write_classes(tmp_path / "classes")), ("split", write_splits(tmp_path / "split"))):
+        config = STAGES["vae"].load_config("emoji", [f"run_dir={tmp_path / name / 'vae'}", "train.steps=1",
+                                                     f"data.dataset=imagefolder:{folder}", *TINY])
+        last = STAGES["vae"].train(config).read_metrics()[-1]
+        assert last["scaling_factor"] > 0 and (("test_mse" in last) == (name == "split"))

@@ -74,14 +74,14 @@ def emoji_colour_codes(num: int, code_length: int, vocab_size: int, seed: int = 
     V^(1/3) levels (L=32, V=64: 4x8 patches, 4 levels). Image-grounded, spatially correlated codes
     of any length; ``num`` and ``seed`` are unused (one code per image of ``dataset``, by default the
     emoji training split)."""
-    from ..data import load
+    from ..data import in_memory, load
 
     levels = round(vocab_size ** (1 / 3))
     if levels**3 != vocab_size:
         raise ConfigError(f"synthetic:emoji-colours needs V = levels^3 (8, 27, 64, 125, ...); got V={vocab_size}")
     h = max(d for d in range(1, int(code_length**0.5) + 1) if code_length % d == 0)
     dataset = dataset if dataset is not None else load("emoji", size=32, split="train")
-    images = dataset.images.float() / 255.0
+    images = in_memory(dataset).images.float() / 255.0
     means = F.adaptive_avg_pool2d(images, (h, code_length // h))  # (N, 3, h, w)
     q = (means * levels).long().clamp_(max=levels - 1)
     return (q[:, 0] * levels * levels + q[:, 1] * levels + q[:, 2]).flatten(1)
@@ -96,8 +96,12 @@ def caption_codes(num: int, code_length: int, vocab_size: int, seed: int = 0, da
     codes, and so prompt fidelity, is therefore measurable. One code per image of ``dataset``
     (labelled, RGB, in memory); ``num`` is unused.
     """
-    if dataset is None or getattr(dataset, "labels", None) is None:
-        raise ConfigError("synthetic:captions codes are read off a labelled in-memory dataset (emoji, fashion-mnist)")
+    from ..data import in_memory
+
+    dataset = None if dataset is None else in_memory(dataset)
+    if dataset is None or dataset.labels is None:
+        raise ConfigError("synthetic:captions codes are read off a labelled dataset (emoji, fashion-mnist, an image "
+                          "folder with class folders)")
     g = torch.Generator().manual_seed(seed)
     n_label, n_colour = 3 * code_length // 8, code_length // 4
     n_random = code_length - n_label - n_colour

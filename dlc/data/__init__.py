@@ -90,6 +90,17 @@ def in_memory(dataset):
                     "(a built-in dataset or imagefolder:PATH)")
 
 
+def some_images(dataset, limit: int):
+    """Up to ``limit`` images of a map-style dataset, evenly spaced, as one uint8 tensor (all of
+    them when it has no more): statistics over a large folder without reading all of it."""
+    import torch
+
+    picks = torch.linspace(0, len(dataset) - 1, min(limit, len(dataset))).round().long()
+    if hasattr(dataset, "images"):
+        return dataset.images[picks]
+    return torch.stack([dataset[int(i)]["image"] for i in picks])
+
+
 @dataclass
 class DataConfig:
     """The ``data:`` section of a stage config."""
@@ -107,7 +118,7 @@ __all__ = [
     "TensorImageDataset",
     "DEJAVU_CORE", "DEJAVU_EXTRA", "EMOJI_FONT", "EMOJI_TEST", "FASHION_CLASSES", "FASHION_DIR", "IMAGE_EXTENSIONS",
     "cache_dir", "canonical_name", "collate", "dataset_defaults", "decode_image", "encode_png", "expand_urls",
-    "image_files", "in_memory", "load", "load_image",
+    "image_files", "in_memory", "load", "load_image", "some_images",
     "load_emoji", "load_fashion_mnist", "load_glyphs", "pil_to_tensor", "read_manifest", "resize_center_crop", "to_channels",
     "to_float", "to_rgb", "to_uint8", "write_shards",
 ]

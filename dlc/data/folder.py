@@ -28,6 +28,10 @@ from .images import IMAGE_EXTENSIONS, load_image
 SPLIT_FOLDERS = ("train", "val", "test")  # subfolder names that hold a split rather than a class
 
 
+class MissingSplitError(DataError):
+    """An image folder was asked for a split it does not have."""
+
+
 class SkipCounter:
     """Counts and reports unreadable samples: a warning per file, never a crash mid-epoch."""
 
@@ -65,11 +69,11 @@ def split_roots(root: Path, split: str) -> list[Path]:
     if split in splits:
         return [root / split]
     if splits:
-        raise DataError(f"image folder {root} has no {split!r} split: its split folders are "
+        raise MissingSplitError(f"image folder {root} has no {split!r} split: its split folders are "
                         f"{', '.join(splits)} (or use 'all' for every one)")
     if split == "train":
         return [root]
-    raise DataError(f"image folder {root} has no {split!r} split: it has no {split}/ subfolder, so all its "
+    raise MissingSplitError(f"image folder {root} has no {split!r} split: it has no {split}/ subfolder, so all its "
                     f"images are one training set (split 'train' or 'all'). For a {split} split, put the "
                     f"images in {root}/train/ and {root}/{split}/ (class folders inside each)")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import config as configs
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, TrainConfig
-from ..data import DataConfig, to_float
+from ..data import DataConfig, dataset_defaults, to_float
+from ..errors import ConfigError
 from ..runs import RunDir
 from ..training import fit, seed_everything
 from .model import DLCEncoder
@@ -58,12 +61,29 @@ class CropConfig:
     local_crops: NonNegativeInt = 4
     local_size: PositiveInt = 16
     local_scale: tuple[Probability, Probability] = (0.05, 0.32)
-    flip: bool = True
-    jitter_prob: Probability = 0.8
-    brightness: NonNegativeFloat = 0.4
-    contrast: NonNegativeFloat = 0.4
-    saturation: NonNegativeFloat = 0.2
-    grayscale_prob: Probability = 0.2
+    # augmentations: null = the dataset's choice (dlc/data/defaults.py; an image folder's dataset.json),
+    # else the generic one of GENERIC_AUGMENTATIONS (DINO's, for natural images)
+    flip: bool | None = None  # random horizontal flips (generic: true)
+    jitter_prob: Probability | None = None  # share of views with brightness/contrast/saturation jitter (generic: 0.8)
+    brightness: NonNegativeFloat | None = None  # jitter strength (generic: 0.4)
+    contrast: NonNegativeFloat | None = None  # (generic: 0.4)
+    saturation: NonNegativeFloat | None = None  # (generic: 0.2)
+    grayscale_prob: Probability | None = None  # share of views turned grey (generic: 0.2)
+
+    def resolved(self, dataset_choice: Mapping[str, Any] | None = None) -> CropConfig:
+        """These crops with every augmentation left null taken from ``dataset_choice`` (a
+        dataset's ``augmentations``), else from ``GENERIC_AUGMENTATIONS``."""
+        choice = dict(dataset_choice or {})
+        unknown = set(choice) - set(GENERIC_AUGMENTATIONS)
+        if unknown:
+            raise ConfigError(f"unknown augmentation {', '.join(sorted(unknown))} in the dataset's defaults; "
+                              f"known: {', '.join(GENERIC_AUGMENTATIONS)}")
+        unset = {k: choice.get(k, generic) for k, generic in GENERIC_AUGMENTATIONS.items() if getattr(self, k) is None}
+        return configs.replace(self, **unset) if unset else self
+
+
+GENERIC_AUGMENTATIONS = {"flip": True, "jitter_prob": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
+                         "grayscale_prob": 0.2}
 
 
 @dataclass
@@ -143,7 +163,8 @@ def color_jitter(x: torch.Tensor, cfg: CropConfig) -> torch.Tensor:
 
 def multicrop(images: torch.Tensor, cfg: CropConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images (B, C, H, W) -> (2B global crops, local_crops*B local crops or None), in [0, 1],
-    view-major (rows v*B .. v*B+B-1 are view v)."""
+    view-major (rows v*B .. v*B+B-1 are view v). Augmentations left null are the generic ones."""
+    cfg = cfg.resolved()
     x = (to_float(images) + 1) / 2
     views = lambda k, size, scale: color_jitter(random_resized_crops(x.repeat(k, 1, 1, 1), size, scale, cfg.flip), cfg)  # noqa: E731
     local = views(cfg.local_crops, cfg.local_size, cfg.local_scale) if cfg.local_crops else None
@@ -404,6 +425,8 @@ def scaled_lr(train: TrainConfig, ssl: SSLConfig) -> TrainConfig:
 
 
 def train(config: EncoderTrainingConfig) -> RunDir:
+    # the augmentations the run uses, recorded in its config.yaml: the dataset's where left null
+    config = dataclasses.replace(config, crops=config.crops.resolved(dataset_defaults(config.data.dataset).augmentations))
     seed_everything(config.train.seed)
     run = RunDir(config.run_dir)
     model = build_model(config)

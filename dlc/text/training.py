@@ -11,9 +11,17 @@ from typing import Literal
 import torch
 
 from ..codes import resolve_codes
-from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, TrainConfig
-from ..data import DataConfig, to_float
-from ..data.holdout import is_heldout
+from ..config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    TrainConfig,
+    replace,
+)
+from ..data import DataConfig, dataset_defaults, to_float
+from ..data.defaults import sample_prompts
 from ..errors import ConfigError
 from ..runs import RunDir
 from ..training import fit, seed_everything
@@ -32,7 +40,10 @@ class TextCodesConfig:
     encoder: str | None = None  # source=encoder: a DLCEncoder run or model folder (frozen, codes on the fly)
     code_length: PositiveInt = 16  # source=synthetic
     synthetic_vocab: PositiveInt = 64  # source=synthetic
-    holdout: bool = True  # leave out the held-out compositional emoji (dlc.holdout)
+    # captions left out of training: null = the dataset's held-out set when it defines one (emoji: the
+    # compositional names of dlc.data.holdout; an image folder: "heldout" in its dataset.json), else none;
+    # true = the dataset's set, an error when it defines none; false = train on every caption
+    holdout: bool | None = None
 
 
 @dataclass
@@ -54,7 +65,7 @@ class TextModelConfig:
 
 @dataclass
 class TextSampleConfig:
-    prompts: list[str] = field(default_factory=lambda: ["red apple", "grinning face", "woman firefighter"])
+    prompts: list[str] | None = None  # null: the dataset's sample prompts, else 4 of its training captions
     num_per_prompt: PositiveInt = 4
     steps: PositiveInt = 16
     temperature: NonNegativeFloat = 0.2
@@ -126,13 +137,42 @@ def training_pairs(config: TextRunConfig):
         pairs = CaptionedStream(config.data.load("train", repeat=True))
         return pairs, source.code_length, source.vocab_size, source.encoder
     data = config.data.load("train")
-    if data.captions is None:
-        raise ConfigError(f"dataset {config.data.dataset} has no captions to train a text model on")
-    keep = [i for i, c in enumerate(data.captions) if c and not (src.holdout and is_heldout(c))]
+    if data.captions is None or not any(data.captions):
+        raise ConfigError(f"dataset {config.data.dataset} has no captions to train a text model on "
+                          "(an image folder gives them in captions.jsonl)")
+    heldout = heldout_captions(config)
+    keep = [i for i, c in enumerate(data.captions) if c and not (heldout and heldout(c))]
+    if heldout:
+        held = sum(1 for c in data.captions if c and heldout(c))
+        print(f"text: {held} images held out of training, by the dataset's held-out captions (codes.holdout)")
     synthetic = src.source == "synthetic"
     source = resolve_codes(code_spec(src), data, code_length=src.code_length if synthetic else None,
                            vocab_size=src.synthetic_vocab if synthetic else src.vocab_size, seed=config.train.seed)
     return CaptionedCodes(data, source.codes, keep), source.code_length, source.vocab_size, source.encoder
+
+
+def heldout_captions(config: TextRunConfig):
+    """Whether a caption is held out of training (a predicate), or None: ``codes.holdout`` against
+    what the dataset defines."""
+    heldout = dataset_defaults(config.data.dataset).heldout
+    if config.codes.holdout is False:
+        return None
+    if config.codes.holdout and heldout is None:
+        raise ConfigError(f"codes.holdout: true, but {config.data.dataset} defines no held-out captions; set "
+                          "codes.holdout=false, or (an image folder) list them under \"heldout\" in its dataset.json")
+    return heldout
+
+
+def resolved(config: TextRunConfig, captions: Sequence[str] | None) -> TextRunConfig:
+    """``config`` with the dataset's choices filled in where it left them null: the sample
+    prompts and whether captions are held out (so config.yaml records what the run did)."""
+    prompts = config.sample.prompts
+    if prompts is None:
+        prompts = sample_prompts(dataset_defaults(config.data.dataset), captions or ())
+        if not prompts:
+            raise ConfigError(f"sample.prompts: {config.data.dataset} suggests none; give some, e.g. "
+                              "sample.prompts='[red apple, cat]'")
+    return replace(config, **{"sample.prompts": prompts, "codes.holdout": heldout_captions(config) is not None})
 
 
 def build_model(config: TextRunConfig, L: int, V: int, captions: Sequence[str] | None):
@@ -156,6 +196,7 @@ def train(config: TextRunConfig) -> RunDir:
     seed_everything(config.train.seed)
     pairs, L, V, encoder = training_pairs(config)
     captions = [pairs.dataset.captions[i] for i in pairs.indices] if isinstance(pairs, CaptionedCodes) else None
+    config = resolved(config, captions)
     model = build_model(config, L, V, captions)
     layout, run = model.layout, RunDir(config.run_dir)
     text_length = padded_text_length(model)
