@@ -100,6 +100,9 @@ def test_built_in_datasets_declare_their_own_defaults():
     assert emoji.heldout("woman firefighter") and not emoji.heldout("red apple")
     assert "red apple" in emoji.prompts
     assert data.dataset_defaults("fashion").augmentations["grayscale_prob"] == 0.0
+    glyphs = data.dataset_defaults("glyphs")
+    assert glyphs.heldout("red K on white, DejaVu Sans") and not glyphs.heldout("red A on white, DejaVu Sans")
+    assert glyphs.augmentations["flip"] is False
 
 
 # ---- the commands, on a class-folder tree ---------------------------------------------------------

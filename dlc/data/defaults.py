@@ -41,6 +41,12 @@ BUILT_IN = {
     "emoji": DatasetDefaults(
         prompts=("red apple", "grinning face with smiling eyes", "woman firefighter", "waving hand: dark skin tone"),
         heldout=is_heldout),
+    # letters are not mirror-symmetric and colour is a factor: no flips, no greyscale, weak colour jitter
+    "glyphs": DatasetDefaults(
+        prompts=("red A on white, DejaVu Sans", "blue K on cream, DejaVu Serif Bold",  # seen pairs, then held out
+                 "red K on white, DejaVu Sans", "blue S on cream, DejaVu Serif Bold"),
+        heldout=is_heldout,
+        augmentations={"flip": False, "brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "grayscale_prob": 0.0}),
     # grey images: saturation and greyscale change nothing
     "fashion-mnist": DatasetDefaults(augmentations={"saturation": 0.0, "grayscale_prob": 0.0}),
 }
