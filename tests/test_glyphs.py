@@ -1,6 +1,8 @@
 """The glyphs dataset (rendered letters with known factors), its held-out pairs, the judges that
 classify glyph images, and the composition / prompt scores they feed."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ import torch
 from dlc.data import load
 from dlc.data.glyphs import FACTORS, glyph_plan, parse_glyph_caption, render_glyph, render_glyphs
 from dlc.data.holdout import HELDOUT_GLYPHS, heldout_glyphs, is_heldout
-from dlc.errors import DataError
+from dlc.errors import CodeError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +84,38 @@ def test_grey_channels_and_bad_requests():
         load("glyphs", size=4)
     with pytest.raises(DataError, match="unknown split"):
         load("glyphs", split="val")
+
+
+class ColourOnlyEncoder:
+    """A stand-in encoder whose codes hold the letter's colour (its most distinct pixel, 4 levels a
+    channel) and whose features are the image in grey at 8x8: the probe must find the colour in the
+    codes, and the letter in the features far more than in the codes."""
+
+    config = SimpleNamespace(vocab_size=4)
+
+    @staticmethod
+    def encode(images):
+        flat = images.flatten(2).float()
+        far = (flat - flat[:, :, :1]).abs().sum(1).argmax(1)
+        return (flat[torch.arange(len(flat)), :, far] / 64).long().clamp(max=3)
+
+    @staticmethod
+    def features(images):
+        return torch.nn.functional.avg_pool2d(images.float().mean(1, keepdim=True), 4).flatten(1)
+
+
+def test_the_code_probe_scores_each_factor_the_dataset_declares(glyphs):
+    from dlc.eval.codes import evaluate_codes
+
+    train, test = glyphs["train"].subset(range(0, 3264, 8)), glyphs["test"].subset(range(0, 896, 2))
+    for split in (train, test):  # two of the four factors, to keep the test fast
+        split.factors = {f: FACTORS[f] for f in ("letter", "colour")}
+    result = evaluate_codes(ColourOnlyEncoder(), train, test, progress=False)
+    scores = result["factors"]
+    assert set(scores) == {"letter", "colour"} and result["codes"]["linear_probe"] == scores["letter"]["codes"]
+    assert scores["colour"]["codes"] > 0.95 and scores["letter"]["codes"] < 0.2
+    assert scores["letter"]["features"] > 2 * scores["letter"]["codes"]
+    assert scores["letter"]["ratio"] == pytest.approx(scores["letter"]["codes"] / scores["letter"]["features"])
+    assert scores["colour"]["chance"] == pytest.approx(1 / 8, abs=0.03)
+    with pytest.raises(CodeError, match="no factor 'shape'"):
+        evaluate_codes(ColourOnlyEncoder(), train, test, progress=False, factors=["shape"])

@@ -109,14 +109,20 @@ def usage_stats(codes: torch.Tensor, vocab_size: int, images: torch.Tensor | Non
     return stats
 
 
-def evaluate_codes(encoder, train, test, batch_size: int = 256, k: int = 20, progress: bool = True) -> dict:
+def evaluate_codes(encoder, train, test, batch_size: int = 256, k: int = 20, progress: bool = True,
+                   factors=None) -> dict:
     """Code quality of ``encoder`` on labelled in-memory datasets (``.images`` uint8, ``.labels``):
     linear probe and k-NN accuracy of the one-hot codes and of the continuous features, and code
-    usage on the training set."""
+    usage on the training set. ``factors``: integer fields to probe as well (default: the factors
+    the dataset declares, e.g. the glyphs' letter, colour, background and font); each gets
+    ``out["factors"][name]`` with the codes' and the features' linear probe, their ratio, and
+    chance (the test split's most common class)."""
     if train.labels is None or test.labels is None:
         raise CodeError("code evaluation needs labelled datasets (labels for the probe and k-NN)")
+    factors = list(getattr(train, "factors", {}) if factors is None else factors)
+    targets = {f: (factor_labels(train, f), factor_labels(test, f)) for f in factors}
     V = encoder.config.vocab_size
-    out = {}
+    out = {"factors": {f: {} for f in factors}} if factors else {}
     for name, fn in (("codes", encoder.encode), ("features", encoder.features)):
         x_train, x_test = (batched(fn, split.images, batch_size, f"{name} ({label})" if progress else None)
                            for split, label in ((train, "train"), (test, "test")))
@@ -126,8 +132,23 @@ def evaluate_codes(encoder, train, test, batch_size: int = 256, k: int = 20, pro
         probe = linear_probe(x_train, train.labels, x_test, test.labels, standardize=name == "features")
         out[name] = {"linear_probe": probe["accuracy"],
                      "knn": knn_accuracy(x_train, train.labels, x_test, test.labels, k)}
+        for f, (y_train, y_test) in targets.items():
+            same = torch.equal(y_train, train.labels) and torch.equal(y_test, test.labels)  # the glyphs' letter
+            out["factors"][f][name] = probe["accuracy"] if same else linear_probe(
+                x_train, y_train, x_test, y_test, standardize=name == "features")["accuracy"]
     out["probe_ratio"] = out["codes"]["linear_probe"] / max(out["features"]["linear_probe"], 1e-12)
+    for f, (_, y_test) in targets.items():
+        scores = out["factors"][f]
+        scores["ratio"] = scores["codes"] / max(scores["features"], 1e-12)
+        scores["chance"] = torch.bincount(y_test).max().item() / len(y_test)
     return out
+
+
+def factor_labels(dataset, factor: str) -> torch.Tensor:
+    """The integer labels of one factor field of ``dataset`` (e.g. the glyphs' ``colour``)."""
+    if factor not in getattr(dataset, "fields", {}):
+        raise CodeError(f"the dataset has no factor {factor!r} to probe (its fields: {', '.join(dataset.fields) or 'none'})")
+    return torch.as_tensor(dataset.fields[factor], dtype=torch.long)
 
 
 def code_statistics(generated: torch.Tensor, real: torch.Tensor) -> dict:
