@@ -94,7 +94,7 @@ def test_presets_resolve_for_every_dataset_and_stage():
     from dlc.errors import ConfigError
     from dlc.stages import STAGES
 
-    assert {p.parent.name for p in SHIPPED} == {"emoji", "fashion", "imagenet"}
+    assert {p.parent.name for p in SHIPPED} == {"emoji", "fashion", "glyphs", "imagenet"}
     assert STAGES["dit"].config_file("fashion").name == "dit.yaml"
     assert STAGES["dit"].config_file("imagenet").name == "dit_xl2_dlc512.yaml"
     assert STAGES["dit"].config_file("imagenet/dit_xl2_dlc512.yaml").name == "dit_xl2_dlc512.yaml"
