@@ -234,10 +234,10 @@ class DLCPipeline(DiffusionPipeline):
         if sampler:
             sampling = sampling.updated(dit={"sampler": sampler})
         return cls(
-            dit=DiT.from_pretrained(model_folder(dit_run)).eval(),
+            dit=DiT.from_pretrained(dit_run).eval(),
             scheduler=objective.make_scheduler(sampler or config.sample.sampler or objective.default_sampler),
             vae=vae,
-            encoder=DLCEncoder.from_pretrained(model_folder(encoder)).eval() if encoder is not None else None,
+            encoder=DLCEncoder.from_pretrained(encoder).eval() if encoder is not None else None,
             prior=load_prior(prior) if prior is not None else None,
             text_model=load_text_model(text_model, trust_remote_code).eval() if text_model is not None else None,
             objective=config.objective,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CheckpointError
+from .runs import model_folder
 
 
 @contextmanager
@@ -44,9 +45,12 @@ def check_saved_class(folder: Path, cls: type) -> None:
 
 
 class CheckedLoading:
-    """Put before ``ModelMixin`` in a model's bases: its ``from_pretrained`` raises ``CheckpointError``."""
+    """Put before ``ModelMixin`` in a model's bases: its ``from_pretrained`` takes a model folder, a hub
+    name or a run directory (its ``model/`` folder is loaded) and raises ``CheckpointError``."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        if Path(pretrained_model_name_or_path).is_dir():
+            pretrained_model_name_or_path = model_folder(pretrained_model_name_or_path)
         with loading_errors(cls, pretrained_model_name_or_path, kwargs.get("subfolder")):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from ..errors import CodeError, ConfigError, DataError
-from ..runs import model_folder
 from .store import check_codes, load_codes
 from .synthetic import SYNTHETIC
 
@@ -46,7 +45,7 @@ def frozen_encoder(path: str | Path):
     """A DLCEncoder in eval mode with no gradients, from a run directory or model folder."""
     from ..encoder import DLCEncoder
 
-    return DLCEncoder.from_pretrained(model_folder(path)).eval().requires_grad_(False)
+    return DLCEncoder.from_pretrained(path).eval().requires_grad_(False)
 
 
 def code_decoder(code_length: int | None, vocab_size: int | None, entry: str = "code.npy"):
@@ -124,7 +123,12 @@ def shard_codes_shape(pattern: str, code_length: int | None = None, vocab_size: 
         raise CodeError(f"webdataset:{pattern} holds no samples with code.npy: write the shards with "
                         "`dlc encode --shards`")
     L = code_length or code_decoder(None, None)(first[0])["code"].shape[0]
-    V = vocab_size or (read_manifest(probe.urls[0]) or {}).get("vocab_size")
+    recorded = (read_manifest(probe.urls[0]) or {}).get("vocab_size")
+    if vocab_size and recorded and vocab_size != recorded:
+        # a larger V trains, but a pipeline refuses the DiT or prior beside the encoder that made the codes
+        raise ConfigError(f"vocab_size {vocab_size}, but webdataset:{pattern} was encoded with V={recorded} "
+                          "(its encode.json): set the vocab_size to the encoder's, or leave it unset to read it there")
+    V = vocab_size or recorded
     if V is None:
         raise ConfigError(f"webdataset:{pattern}: give the encoder's V (vocab_size); the shards have no encode.json "
                           "to read it from")

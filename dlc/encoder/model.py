@@ -16,8 +16,6 @@ stands in for the CLS output in the self-supervised losses.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
@@ -25,8 +23,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..data import to_float
-from ..errors import CheckpointError, ConfigError, DataError
-from ..runs import model_folder
+from ..errors import ConfigError, DataError
 from ..saved import CheckedLoading
 from .sem import SimplicialEmbedding
 
@@ -79,15 +76,6 @@ class DLCEncoder(CheckedLoading, ModelMixin, ConfigMixin):
         self.sem = SimplicialEmbedding(prefix * width, code_length, vocab_size, eps=sem_eps)
         self.project = nn.Linear(code_length * vocab_size, width, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(width)) if use_mask_token else None
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs) -> DLCEncoder:
-        """A model folder, a hub name, or a run directory (its ``model/`` folder is used)."""
-        path = model_folder(path) if Path(path).is_dir() else path
-        try:
-            return super().from_pretrained(path, **kwargs)
-        except OSError as e:
-            raise CheckpointError(f"cannot load a DLCEncoder from {path}: {e}") from e
 
     def load_backbone_weights(self, pretrained: bool | str = True) -> DLCEncoder:
         """Replace the backbone's weights with public ones (``True``) or a local file (a path)."""

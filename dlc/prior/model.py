@@ -13,7 +13,6 @@ from torch import nn
 from ..codes import check_codes
 from ..dit.model import DiTBlock, FinalLayer, TimestepEmbedder, init_adaln_weights
 from ..errors import ConfigError
-from ..runs import model_folder
 from ..saved import CheckedLoading
 
 # --------------------------------------------------------------------------------------------
@@ -102,4 +101,4 @@ def create_prior(size: str, **kwargs) -> CodePrior:
 
 def load_prior(path: str | Path) -> CodePrior:
     """A prior from a run directory (its ``model/``) or a ``save_pretrained`` folder."""
-    return CodePrior.from_pretrained(model_folder(path)).eval()
+    return CodePrior.from_pretrained(path).eval()
