@@ -12,6 +12,7 @@ bad value is one line naming the key and the valid range, not a traceback or a s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import types
@@ -113,13 +114,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):  # YAML 1.1 reads "3e-4" as a string
+            with contextlib.suppress(ValueError):
                 number = float(value)
-            except ValueError:
-                pass
         if number is None or not math.isfinite(number):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return number
@@ -143,8 +140,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
             f"{where}: unknown key {unknown[0]!r}" + (f" (and {unknown[1:]})" if unknown[1:] else "")
             + f"; valid keys are: {', '.join(fields)}"
         )
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
-    return cls(**kwargs)
+    return cls(**{name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()})
 
 
 def plain(value):

@@ -97,9 +97,7 @@ def save_pngs(images: torch.Tensor | Sequence[torch.Tensor], out_dir: str | Path
     """Numbered lossless PNGs ``000000.png, ...`` (numbering from ``start``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(images, start):
-        path = out_dir / f"{i:06d}.png"
+    paths = [out_dir / f"{i:06d}.png" for i in range(start, start + len(images))]
+    for image, path in zip(images, paths):
         to_pil(image).save(path)
-        paths.append(path)
     return paths
