@@ -264,8 +264,8 @@ class DLCPipeline(DiffusionPipeline):
             return
         want = (table.code_length, table.vocab_size)
         for name in ("encoder", "prior", "text_model"):
-            part = getattr(self, name, None)
-            got = _code_shape(part) if part is not None else None
+            config = getattr(getattr(self, name, None), "config", None)  # every part's config states L and V
+            got = (config.code_length, config.vocab_size) if hasattr(config, "code_length") else None
             if got is not None and got != want:
                 raise DLCError(f"the {name} makes codes of length {got[0]} over {got[1]} values, but the DiT reads "
                                f"length {want[0]} over {want[1]} values: they come from different encoders")
@@ -448,12 +448,4 @@ def _convert(images: torch.Tensor, output_type: str):
         return ((images + 1) / 2).permute(0, 2, 3, 1).numpy()
     arrays = to_uint8(images).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in arrays]
-
-
-def _code_shape(part) -> tuple[int, int] | None:
-    config = getattr(part, "config", None)
-    if config is not None and hasattr(config, "code_length"):
-        return config.code_length, config.vocab_size
-    layout = getattr(part, "layout", None)
-    return (layout.code_length, layout.code_vocab) if layout is not None else None
 
