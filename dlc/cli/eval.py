@@ -74,6 +74,9 @@ def run_codes(args) -> int:
     for name in ("codes", "features"):
         print(f"{name:<9} linear probe {result[name]['linear_probe']:.3f}   k-NN {result[name]['knn']:.3f}")
     print(f"probe ratio (codes / features): {result['probe_ratio']:.3f}")
+    for factor, scores in result.get("factors", {}).items():  # e.g. the glyphs' letter, colour, ...
+        print(f"{factor:<11} linear probe: codes {scores['codes']:.3f}, features {scores['features']:.3f}, "
+              f"ratio {scores['ratio']:.3f}, chance {scores['chance']:.3f}")
     print("usage: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["usage"].items()))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
