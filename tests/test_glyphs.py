@@ -119,3 +119,76 @@ def test_the_code_probe_scores_each_factor_the_dataset_declares(glyphs):
     assert scores["colour"]["chance"] == pytest.approx(1 / 8, abs=0.03)
     with pytest.raises(CodeError, match="no factor 'shape'"):
         evaluate_codes(ColourOnlyEncoder(), train, test, progress=False, factors=["shape"])
+
+
+@pytest.fixture(scope="module")
+def quick_judges():
+    """Judges trained for seconds (1,024 images, 4 epochs): colour and background already learnt."""
+    from dlc.eval.glyphs import GlyphJudges, train_glyph_judges
+
+    return GlyphJudges(train_glyph_judges(32, epochs=4, limit=1024), 32)
+
+
+def test_quick_judges_see_colour_and_background_on_real_test_glyphs(glyphs, quick_judges):
+    from dlc.eval.glyphs import judge_accuracy
+
+    accuracy = judge_accuracy(quick_judges, glyphs["test"].subset(range(0, 896, 4)))
+    assert accuracy["colour"] >= 0.95 and accuracy["background"] >= 0.95
+
+
+def test_judges_take_uint8_float_grey_and_other_sizes(glyphs, quick_judges):
+    from dlc.data.images import to_float
+
+    images = glyphs["test"].images[:16]
+    judged = quick_judges.predict(images)
+    assert set(judged) == set(FACTORS) and judged["letter"].shape == (16,)
+    assert all(torch.equal(judged[f], quick_judges.predict(to_float(images))[f]) for f in FACTORS)
+    big = torch.nn.functional.interpolate(images.float(), scale_factor=2, mode="nearest").to(torch.uint8)
+    assert (quick_judges.predict(big)["colour"] == judged["colour"]).float().mean() >= 0.9
+    assert quick_judges.predict(images[:, :1])["letter"].shape == (16,)
+    names = quick_judges.names(judged)
+    assert names["colour"][0] == FACTORS["colour"][int(judged["colour"][0])]
+    probabilities = quick_judges.probabilities(images)
+    assert torch.allclose(probabilities["font"].sum(1), torch.ones(16))
+    with pytest.raises(DataError, match="judges take images"):
+        quick_judges.predict(images[0])
+
+
+@pytest.mark.slow
+def test_cached_judges_reach_98_percent_on_letter_and_colour(tmp_path, monkeypatch, glyphs):
+    from dlc.eval.glyphs import judge_accuracy, load_glyph_judges
+
+    monkeypatch.setenv("DLC_CACHE", str(tmp_path))
+    judges = load_glyph_judges(32)  # trains (a few minutes), measures on the test split, saves
+    assert judges.accuracy["letter"] >= 0.98 and judges.accuracy["colour"] >= 0.98
+    again = load_glyph_judges(32)  # from the cache
+    assert again.accuracy == judges.accuracy
+    assert judge_accuracy(again, glyphs["test"]) == pytest.approx(judges.accuracy)
+
+
+def test_composition_scores_count_crosses_and_parents():
+    from dlc.eval.glyphs import composition_scores
+
+    judged = {"letter": ["K", "S", "K", "S", "A", "K", "S", "K"],
+              "colour": ["blue", "red", "red", "blue", "red", "green", "red", "blue"]}
+    scores = composition_scores(("K", "red"), ("S", "blue"), judged)
+    assert scores["cross"] == 4 / 8 and scores["parent_a"] == 1 / 8 and scores["parent_b"] == 1 / 8
+    assert scores["letter_of_a"] == 4 / 8 and scores["colour_of_b"] == 3 / 8
+    as_indices = composition_scores((10, 0), (18, 4), {"letter": torch.tensor([10, 18]), "colour": torch.tensor([4, 4])})
+    assert as_indices["cross"] == 0.5 and as_indices["parent_b"] == 0.5
+    with pytest.raises(DataError, match="differ in letter and colour"):
+        composition_scores(("K", "red"), ("K", "blue"), judged)
+    with pytest.raises(DataError, match="as many letters as colours"):
+        composition_scores(("K", "red"), ("S", "blue"), {"letter": ["K"], "colour": []})
+
+
+def test_prompt_scores_need_both_letter_and_colour():
+    from dlc.eval.glyphs import prompt_scores
+
+    targets = [("K", "red")] * 4 + [("S", "blue")] * 2
+    judged = {"letter": ["K", "K", "A", "K", "S", "S"], "colour": ["red", "blue", "red", "red", "blue", "red"]}
+    scores = prompt_scores(targets, judged)
+    assert scores["both"] == 3 / 6 and scores["letter"] == 5 / 6 and scores["colour"] == 4 / 6
+    assert scores["per_prompt"] == {("K", "red"): 2 / 4, ("S", "blue"): 1 / 2}
+    with pytest.raises(DataError, match="6 prompt targets for 2"):
+        prompt_scores(targets, {"letter": ["K", "S"], "colour": ["red", "red"]})
