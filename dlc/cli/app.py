@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ..errors import DLCError
+from ..runs import RunDir
 from . import sample as common
 
 
@@ -37,10 +36,8 @@ def register(sub) -> None:
 
 def trained_dataset(model: str) -> str | None:
     """The dataset in the config of RUN's DiT (a project root's dit/ or RUN itself), if there is one."""
-    for config in (Path(model) / "dit" / "config.yaml", Path(model) / "config.yaml"):
-        if config.is_file():
-            return (yaml.safe_load(config.read_text()) or {}).get("data", {}).get("dataset")
-    return None
+    run = next((r for r in (RunDir(Path(model) / "dit"), RunDir(model)) if r.config_path.is_file()), None)
+    return run.saved_config().get("data", {}).get("dataset") if run is not None else None
 
 
 def run(args) -> int:
