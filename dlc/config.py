@@ -74,9 +74,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, where)
             except ConfigError as e:
@@ -102,10 +100,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if _is_dataclass_type(tp):
         return from_dict(tp, value, where)
-    if tp is bool:
-        if isinstance(value, bool):
+    if tp in (bool, str):
+        if isinstance(value, tp):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected {'true or false' if tp is bool else 'a string'}, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -120,10 +118,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if number is None or not math.isfinite(number):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 

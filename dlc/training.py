@@ -53,8 +53,7 @@ class EMA:
     def __init__(self, model: torch.nn.Module, decay: float | Callable[[int], float] = 0.999, warmup: bool = True):
         self.off = not callable(decay) and decay == 0
         self.model = model if self.off else copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-        self.warmup = warmup
+        self.decay, self.warmup = decay, warmup
 
     def decay_at(self, step: int) -> float:
         decay = self.decay(step) if callable(self.decay) else self.decay
@@ -263,11 +262,9 @@ def _train(run, cfg, model, dataset, loss_fn, accelerator, collate_fn, sample_fn
     if ema.off:
         ema.model = accelerator.unwrap_model(prepared_model)
 
-    loader = _loader(dataset, cfg, accelerator, step, collate_fn)
-    batches = iter(loader)
-    started = time.time()
+    batches = iter(_loader(dataset, cfg, accelerator, step, collate_fn))
+    started = last_log_time = time.time()
     last_saved = last_logged = step
-    last_log_time = time.time()
     guard = DivergenceGuard(cfg.divergence_factor)
     progress = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
 

@@ -126,8 +126,7 @@ def add_code_tokens(tokenizer, lm, vocab_size: int) -> None:
 def _mask_id(tokenizer) -> int | None:
     if tokenizer.mask_token_id is not None:
         return tokenizer.mask_token_id
-    vocab = tokenizer.get_vocab()
-    return vocab.get("<|mdm_mask|>")  # LLaDA's mask token (id 126336)
+    return tokenizer.get_vocab().get("<|mdm_mask|>")  # LLaDA's mask token (id 126336)
 
 
 def _hf_layout(tokenizer, code_length: int, vocab_size: int, code_token: str = CODE_TOKEN,
