@@ -11,6 +11,8 @@ interrupted training resumes from its last checkpoint):
     table    the conditioning table's DiTs          -> table/{none,class,dlc}/
     samples  reconstructions, prior samples, compositions, text-to-image -> report/*.png
     evaluate FID for the table, code statistics     -> results.json
+    toy      the paper's toy experiment (Section 3): KL of 2-D diffusion models, unconditional
+             vs conditioned on a mixture index, as ``dlc toy``  -> toy/
     report   report.html and report.md
 
 Budgets are training steps, measured on 2 CPU cores; ``scale`` multiplies them.
@@ -34,7 +36,7 @@ from . import config as configs
 from . import data
 from .codes import load_codes, save_codes
 from .errors import DLCError
-from .imageio import save_grid, save_pngs
+from .imageio import display_scale, pairs_grid, save_grid, save_image, save_pngs
 from .report import Section, plot_losses, write_report
 from .runs import RunDir
 from .stages import STAGES
@@ -54,6 +56,8 @@ class Budget:
     guidance: float = 3.0  # for pictures; the table uses no guidance, as the paper's ablation
     fid_samples: int = 128
     prior_sample_steps: int = 64
+    toy_steps: int = 3000  # each toy model's; the demo's toy is `dlc toy` (the same settings and numbers)
+    toy_ns: tuple[int, ...] = (9, 121, 400, 900)
 
     def scaled(self, scale: float) -> Budget:
         steps = {k: max(1, round(v * scale)) for k, v in asdict(self).items() if k.endswith("_steps")
@@ -62,12 +66,16 @@ class Budget:
 
 
 QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=15, prior_steps=30, text_steps=30,
-               sample_steps=8, fid_samples=24, prior_sample_steps=16)
+               sample_steps=8, fid_samples=24, prior_sample_steps=16, toy_steps=20, toy_ns=(9, 16))
 
 # seconds per training step measured on 2 idle CPU cores (AMD EPYC), for the time estimates shown;
 # "1 thread": with the other model training beside it, final checks included
 SECONDS_PER_STEP = {"encoder": 1.1, "DiT-T/4": 0.55, "DiT-N/4": 0.285, "prior": 0.2, "text": 0.22,
-                    "prior 1 thread": 0.31, "text 1 thread": 0.40}
+                    "prior 1 thread": 0.31, "text 1 thread": 0.40,
+                    "toy": 0.0031}  # a toy model's step, sampling and scoring included, two side by side
+
+
+PAIR_NAMES = ("original", "from code")  # the captions of a reconstruction pair
 
 
 class Demo:
@@ -111,10 +119,11 @@ class Demo:
             ("samples", self.stage_samples, 2.0),
             # each FID set: sampling and Inception features, measured ~0.36 s an image
             ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * fid_sets / 60),
+            ("toy", self.stage_toy, 3 * len(b.toy_ns) * b.toy_steps * SECONDS_PER_STEP["toy"] / 60),
             ("report", self.stage_report, 0.1),
         ]
         if self.only_table:
-            stages = [s for s in stages if s[0] not in ("dit", "samples")]
+            stages = [s for s in stages if s[0] not in ("dit", "samples", "toy")]
         elif not self.table:
             stages = [s for s in stages if s[0] != "table"]
         return stages
@@ -269,10 +278,10 @@ class Demo:
         real = self.test_set.images[:n]
         save_grid(real, self.figures / "real.png", labels=self.test_set.captions[:n], nrow=8, scale=2)
         recon = self.generate(self.pipeline(encoder="encoder"), g, image=real)
-        save_grid(torch.cat([real, recon]), self.figures / "reconstructions.png", nrow=n, scale=2)
+        save_image(pairs_grid(real, recon, names=PAIR_NAMES), self.figures / "reconstructions.png")
         train_real = self.train_set.images[:n]
         train_recon = self.generate(self.pipeline(encoder="encoder"), g, image=train_real)
-        save_grid(torch.cat([train_real, train_recon]), self.figures / "reconstructions_train.png", nrow=n, scale=2)
+        save_image(pairs_grid(train_real, train_recon, names=PAIR_NAMES), self.figures / "reconstructions_train.png")
         prior_samples = self.generate(self.pipeline(prior="prior"), g, num_images=32)
         save_grid(prior_samples, self.figures / "prior_samples.png", nrow=8, scale=2)
         test_codes = load_codes(self.root / "codes" / "test.npy")
@@ -280,7 +289,8 @@ class Demo:
         for a, b in parents:
             composed = self.generate(self.pipeline(), g, seed=a, compose=[test_codes[a], test_codes[b]], num_images=6)
             rows.append(torch.cat([self.test_set.images[a:a + 1], self.test_set.images[b:b + 1], composed]))
-        save_grid(torch.cat(rows), self.figures / "compositions.png", nrow=8, scale=2)
+        save_grid(torch.cat(rows), self.figures / "compositions.png", nrow=8, scale=display_scale(rows[0].shape[-1]),
+                  labels=(["parent A", "parent B"] + [""] * 6) * len(parents))
         train_prompts = ["red apple", "grinning face", "cat face", "rocket"]
         _, heldout = heldout_emoji(data.load("emoji", size=32, split="all"))
         for name, prompts in (("text_train", train_prompts), ("text_heldout", heldout[:4])):
@@ -323,6 +333,35 @@ class Demo:
                      "samples": n, "reference": f"{len(self.test_set)} test emoji", "sampler": "-"})
         return {"fid": rows}
 
+    # ---- the toy experiment -------------------------------------------------------------------------
+
+    def stage_toy(self) -> dict:
+        from . import toy
+
+        base = toy.QUICK if self.quick else toy.ToyConfig()
+        config = replace(base, ns=self.budget.toy_ns, steps=self.budget.toy_steps)
+        results = toy.run(config, self.root / "toy")
+        command = "dlc toy" + (" --quick" if self.quick else "") + (
+            f" --n {' '.join(map(str, config.ns))}" if config.ns != base.ns else "") + (
+            f" --steps {config.steps}" if config.steps != base.steps else "")
+        return {"table": toy.table(results), "steps": config.steps, "kde_samples": config.kde_samples,
+                "command": command}
+
+    @staticmethod
+    def toy_section(result: dict) -> Section:
+        return Section(
+            "The paper's toy experiment: one hard distribution or many easy ones",
+            "2-D mixtures of N Gaussians (variance 0.1, means on a grid of spacing 1.0). The same small MLP "
+            f"diffusion model (flow matching, {result['steps']} steps) is trained unconditionally, conditioned on "
+            "the index of the Gaussian each sample came from (oracle), and conditioned on the index a fitted "
+            "Gaussian mixture model assigns (GMM). KL(data ‖ model) in nats, estimated with a Gaussian KDE on "
+            f"{result['kde_samples']} samples of each; the floor is the same estimate for fresh data samples "
+            "(the KDE's own bias). The paper: the unconditional model's KL grows with N, the conditioned "
+            f"models' stays low. Reproduce with `{result['command']}` (the same numbers).",
+            images=[("toy/kl.png", "KL(data ‖ model) against N"),
+                    ("toy/samples.png", "samples: data, then each model; the Gaussians' means marked")],
+            tables=[result["table"]])
+
     # ---- report ------------------------------------------------------------------------------------
 
     def stage_report(self) -> dict:
@@ -335,10 +374,10 @@ class Demo:
         sections = [
             Section("Real emoji (test split)", images=[("report/real.png", "held-out test emoji with their names")]),
             Section("Reconstructions: image → code → image",
-                    f"Each picture, top: emoji; bottom: the DiT's images from their {self.code_shape()} codes "
+                    f"Each emoji beside the DiT's image from its {self.code_shape()} code "
                     f"({b.sample_steps} sampler steps, guidance {b.guidance}). The first are test emoji, never seen "
                     "by any model; the second training emoji.",
-                    images=[("report/reconstructions.png", "test emoji. Top: originals; bottom: generated from their codes"),
+                    images=[("report/reconstructions.png", "test emoji: each original beside its image from its code"),
                             ("report/reconstructions_train.png", "the same for training emoji")]),
             Section("Unconditional samples: codes from the prior, images from the DiT",
                     images=[("report/prior_samples.png", "32 codes drawn from the masked-diffusion prior")]),
@@ -359,6 +398,8 @@ class Demo:
                 tables=[self.state["evaluate"]["result"]["fid"]]))
         if "codes" in self.state:
             sections.append(self.codes_section(self.state["codes"]["result"]))
+        if "toy" in self.state:
+            sections.append(self.toy_section(self.state["toy"]["result"]))
         sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
         sections.append(Section("Time", f"Total {total:.1f} min on this machine.",
                                 tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
