@@ -118,9 +118,6 @@ class DDPMObjective:
             return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
         raise ConfigError(f"sampler {sampler!r} does not fit the ddpm objective; choose from {self.samplers}")
 
-    def model_time(self, scheduler, t) -> float:
-        return float(t)
-
 
 # --------------------------------------------------------------------------------------------
 # Flow matching
@@ -145,10 +142,8 @@ class FlowObjective:
 
     def loss(self, model, x0: torch.Tensor, codes, drop) -> tuple[torch.Tensor, dict]:
         B = x0.shape[0]
-        if self.time_sampling == "logit_normal":
-            t = torch.sigmoid(torch.randn(B, device=x0.device))
-        else:
-            t = torch.rand(B, device=x0.device)
+        logit_normal = self.time_sampling == "logit_normal"
+        t = torch.sigmoid(torch.randn(B, device=x0.device)) if logit_normal else torch.rand(B, device=x0.device)
         noise = torch.randn_like(x0)
         tt = t.view(-1, 1, 1, 1)
         xt = (1 - tt) * x0 + tt * noise
@@ -163,18 +158,14 @@ class FlowObjective:
             FlowMatchHeunDiscreteScheduler,
         )
 
-        if sampler == "euler":
-            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=1.0)
-        if sampler == "heun":
-            return FlowMatchHeunDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=1.0)
+        if sampler in ("euler", "heun"):
+            kind = FlowMatchEulerDiscreteScheduler if sampler == "euler" else FlowMatchHeunDiscreteScheduler
+            return kind(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=1.0)
         if sampler == "dpm":
             return DPMSolverMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, use_flow_sigmas=True,
                                                prediction_type="flow_prediction", flow_shift=1.0,
                                                algorithm_type="dpmsolver++", solver_order=2)
         raise ConfigError(f"sampler {sampler!r} does not fit the flow objective; choose from {self.samplers}")
-
-    def model_time(self, scheduler, t) -> float:
-        return float(t)  # diffusers' flow timesteps are sigma * 1000, as in training
 
 
 OBJECTIVES = {"ddpm": DDPMObjective, "flow": FlowObjective}
@@ -249,7 +240,8 @@ def sample(model, objective, codes: torch.Tensor | None, *, num: int | None = No
     lo, hi = guidance_interval
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
         level = float(t) / NUM_TRAIN_TIMESTEPS
-        out = guided_output(model, x, objective.model_time(scheduler, t), codes, guidance_scale,
+        # the scheduler's timestep is the model's time for both objectives (flow: sigma * 1000, as in training)
+        out = guided_output(model, x, float(t), codes, guidance_scale,
                             guidance_channels, lo <= level <= hi).float()
         out = scheduler_input(scheduler, out, cfg.in_channels)
         x = scheduler.step(out, t, x, generator=rng.generators, return_dict=False)[0]

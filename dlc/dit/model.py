@@ -16,7 +16,6 @@ squeezes the L tokens into one vector. The tokens are dropped before the output 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
 from ..errors import CodeError, ConfigError
@@ -32,14 +32,6 @@ from ..saved import CheckedLoading
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps in [0, 1000)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
 def sincos_pos_embed(dim: int, grid: int, column_first: bool = False) -> torch.Tensor:
@@ -96,7 +88,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.freq_dim))
+        # DiT's sinusoidal embedding of (possibly fractional) timesteps in [0, 1000): cosines first
+        return self.mlp(get_timestep_embedding(t, self.freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0))
 
 
 CODE_INITS = ("dit", "authors")
