@@ -33,16 +33,14 @@ AUTHORS_TAU = 1e-3  # the temperature of the authors' averaging
 def _as_code_or_probs(source, index: int) -> torch.Tensor:
     """One source as a (L,) long code or an (L, V) probability tensor."""
     t = torch.as_tensor(source)
+    if t.ndim == (3 if t.is_floating_point() else 2) and t.shape[0] == 1:  # a batch of one
+        t = t[0]
     if t.is_floating_point():
-        if t.ndim == 3 and t.shape[0] == 1:
-            t = t[0]
         if t.ndim != 2:
             raise CodeError(f"source {index}: probabilities must have shape (L, V); got {tuple(t.shape)}")
         if (t < 0).any() or not torch.allclose(t.sum(-1), torch.ones(()), atol=1e-3):
             raise CodeError(f"source {index}: each of the L rows of probabilities must be >= 0 and sum to 1")
         return t.float()
-    if t.ndim == 2 and t.shape[0] == 1:
-        t = t[0]
     if t.ndim != 1:
         raise CodeError(f"source {index}: a code must have shape (L,) or (1, L); got {tuple(t.shape)}")
     if t.numel() and t.min() < 0:
@@ -166,8 +164,7 @@ def interpolate(source_a, source_b, n: int = 8, alphas: Sequence[float] | None =
     if all(hard) and vocab_size is None:
         raise CodeError("interpolating two hard codes needs vocab_size (the model's V) to build soft codes")
     q = source_distributions([source_a, source_b], vocab_size, tau)
-    a = torch.linspace(0, 1, n) if alphas is None else torch.as_tensor(alphas, dtype=torch.float32)
-    a = a.view(-1, 1, 1)
+    a = (torch.linspace(0, 1, n) if alphas is None else torch.as_tensor(alphas, dtype=torch.float32)).view(-1, 1, 1)
     return (1 - a) * q[0] + a * q[1]
 
 

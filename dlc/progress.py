@@ -52,8 +52,7 @@ class LogProgress:
         self.postfix = ""
         self.start = self.last_time = time.monotonic()
         self.last_percent = self._percent()
-        self.lines, self.written = 0, None
-        self.closed = False
+        self.lines, self.written, self.closed = 0, None, False
 
     def __iter__(self):
         if self.disable:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import random
 import time
@@ -110,11 +111,9 @@ class StreamSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         local = self.global_batch // self.world
-        step = self.start_step
-        while True:
+        for step in itertools.count(self.start_step):
             first = step * self.global_batch + self.rank * local
             yield [self._index(p) for p in range(first, first + local)]
-            step += 1
 
 
 def default_param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:

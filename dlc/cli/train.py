@@ -175,7 +175,9 @@ def field_comments(cls: type) -> dict[str, str]:
                 for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
     lines = source.splitlines()
     out = {}
-    for node in inspect_class_body(source):
+    (class_def,) = ast.parse(source).body
+    fields = [n for n in class_def.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    for node in fields:  # the annotated assignments: the dataclass's fields
         above, line = [], node.lineno - 1
         while line >= 1 and lines[line - 1].strip().startswith("#"):
             above.insert(0, comments[line])
@@ -185,8 +187,3 @@ def field_comments(cls: type) -> dict[str, str]:
             out[node.target.id] = text
     return out
 
-
-def inspect_class_body(source: str):
-    """The annotated assignments (dataclass fields) of the class defined in ``source``."""
-    (class_def,) = ast.parse(source).body
-    return [n for n in class_def.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
