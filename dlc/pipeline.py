@@ -49,6 +49,7 @@ from .config import load_config, plain
 from .data import pil_to_tensor, resize_center_crop, to_rgb, to_uint8
 from .dit import DiT, DiTRunConfig, get_objective, sample
 from .errors import CheckpointError, CodeError, DLCError
+from .imageio import to_pil
 from .prior import load_prior
 from .runs import RunDir, is_run, local_folder, model_folder
 from .seeding import Seed, sample_seed, seed_slice
@@ -400,8 +401,7 @@ class DLCPipeline(DiffusionPipeline):
         tensors = []
         for image in images:
             if isinstance(image, torch.Tensor):
-                array = (image if image.dtype == torch.uint8 else to_uint8(image.float())).permute(1, 2, 0).cpu().numpy()
-                image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+                image = to_pil(image if image.dtype == torch.uint8 else to_uint8(image.float()))
             elif not isinstance(image, Image.Image):
                 raise DLCError(f"images must be PIL images or (C, H, W) tensors; got {type(image).__name__}")
             image = resize_center_crop(to_rgb(image), size)
@@ -446,6 +446,5 @@ def _convert(images: torch.Tensor, output_type: str):
         return (images + 1) / 2
     if output_type == "np":
         return ((images + 1) / 2).permute(0, 2, 3, 1).numpy()
-    arrays = to_uint8(images).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in arrays]
+    return [to_pil(image) for image in to_uint8(images)]
 
