@@ -48,7 +48,9 @@ def register(sub) -> None:
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="emoji, fashion-mnist, imagefolder:PATH or webdataset:PATTERN")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (emoji default 32)")
-    p.add_argument("--split", default="train", help="train, test or all (default: %(default)s)")
+    p.add_argument("--split", default="train",
+                   help="train, test or all; for an image folder its train/, val/ or test/ subfolder (one without "
+                   "split subfolders has only train, which is all) (default: %(default)s)")
 
 
 def _load(args):

@@ -24,7 +24,9 @@ def register(sub) -> None:
     )
     parser.add_argument("--run", required=True, help="encoder run directory or model folder")
     parser.add_argument("--data", default="emoji", help="dataset name (emoji, fashion-mnist, imagefolder:PATH, ...)")
-    parser.add_argument("--split", default="train", help="train, test or all (default: %(default)s)")
+    parser.add_argument("--split", default="train",
+                        help="train, test or all; for an image folder its train/, val/ or test/ subfolder (one without "
+                        "split subfolders has only train, which is all) (default: %(default)s)")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="the .npy file to write")
     target.add_argument("--shards", help="a folder for webdataset shards")
