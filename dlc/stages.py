@@ -57,8 +57,7 @@ class Stage:
 
     def load_config(self, name: str = "emoji", overrides: Sequence[str] = ()):
         """The resolved config of preset or file ``name`` with ``key=value`` overrides."""
-        source = self.config_file(name)
-        with resources.as_file(source) as path:
+        with resources.as_file(self.config_file(name)) as path:
             return configs.load_config(self.config, path, list(overrides))
 
 

@@ -195,8 +195,7 @@ def references(config: DiTRunConfig, dataset, space, encoder) -> tuple[torch.Ten
     images = torch.stack([dataset[i]["image"] for i in range(min(n, len(dataset)))])
     if encoder is not None:
         return images, encoder.encode(to_float(images)).cpu()
-    codes = torch.stack([dataset[i]["code"] for i in range(len(images))]) if dataset.codes is not None else None
-    return images, codes
+    return images, torch.stack([dataset[i]["code"] for i in range(len(images))]) if dataset.codes is not None else None
 
 
 def train(config: DiTRunConfig) -> RunDir:

@@ -67,10 +67,8 @@ def sample_in_batches(model, draw: Callable[[SampleRNG], torch.Tensor], num: int
 def _sample_batch(model: CodePrior, rng: SampleRNG, steps: int, temperature: float, eta: float,
                   window: tuple[float, float]) -> torch.Tensor:
     L, V, eps = model.config.code_length, model.config.vocab_size, model.config.noise_eps
-    device = next(model.parameters()).device
-    rng.device = device
-    B = len(rng)
-    x = torch.full((B, L), V, dtype=torch.long, device=device)
+    rng.device = device = next(model.parameters()).device
+    x = torch.full((len(rng), L), V, dtype=torch.long, device=device)
     cached_x, probs = None, None
     times = torch.linspace(1.0, 0.0, steps + 1).tolist()
     for t, s in zip(times[:-1], times[1:]):

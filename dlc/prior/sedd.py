@@ -198,8 +198,7 @@ def sample_sedd(model: SEDDPrior, num: int, seed: Seed = 0, steps: int = 4096, t
 def _sample_batch(model: SEDDPrior, rng: SampleRNG, steps: int, eta: float, window: tuple[float, float],
                   progress: bool) -> torch.Tensor:
     L, V, eps = model.config.code_length, model.config.vocab_size, model.config.noise_eps
-    device = model.device
-    rng.device = device
+    rng.device = device = model.device
     x = torch.full((len(rng), L), V, dtype=torch.long, device=device)
     dt = (1 - SAMPLING_EPS) / steps
     times = torch.linspace(1, SAMPLING_EPS, steps + 1, dtype=torch.float64).tolist()

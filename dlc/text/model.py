@@ -169,10 +169,9 @@ class CodeGenerationMixin:
         """Codes (len(prompts) * num_per_prompt, L) long in [0, V); row i = prompt i // num_per_prompt.
         ``steps`` defaults to L (one token per step); row i depends only on (seed, i), or on
         (seed, indices[i]) when a caller generates a shard of a larger run."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
         layout = self.layout
-        text = [ids for ids in self.text_ids(list(prompts)) for _ in range(num_per_prompt)]
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        text = [ids for ids in self.text_ids(prompts) for _ in range(num_per_prompt)]
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
