@@ -365,17 +365,15 @@ class DLCPipeline(DiffusionPipeline):
         if image is not None:
             return self._part("encoder", "images").encode(self.encoder_input(image)).cpu()
         if prompt is not None:
-            t = text_sampling or self.sampling.text
+            text = asdict(text_sampling or self.sampling.text)  # TextSampling's fields are generate's options
             return self._part("text_model", "prompts").generate(
-                list(prompt), num_per_prompt=num_images_per_prompt, seed=seed, steps=t.steps, temperature=t.temperature,
-                remasking=t.remasking, guidance_scale=t.guidance_scale, indices=indices).cpu()
+                list(prompt), num_per_prompt=num_images_per_prompt, seed=seed, indices=indices, **text).cpu()
         if compose is not None:
             return self._composed(compose, seed, indices, composition or self.sampling.composition)
         if self.dit.code_embedder is None:
             return None
-        p = prior_sampling or self.sampling.prior
-        return self._part("prior", "num_images").sample(num_images, seed=seed, steps=p.steps, temperature=p.temperature,
-                                                        eta=p.eta, window=tuple(p.window), indices=indices).cpu()
+        prior = asdict(prior_sampling or self.sampling.prior)  # PriorSampling's fields are the samplers' options
+        return self._part("prior", "num_images").sample(num_images, seed=seed, indices=indices, **prior).cpu()
 
     def _composed(self, sources: Sequence, seed: Seed, indices: list[int], composition: Composition):
         from .compose import compose, encode_sources
