@@ -66,13 +66,8 @@ def strip_prefixes(state: dict, prefixes: Iterable[str] = WRAPPER_PREFIXES) -> d
     """Remove wrapper prefixes (DDP's ``module.``, torch.compile's ``_orig_mod.``, ...) shared by
     every key, repeatedly and in any order."""
     prefixes = tuple(prefixes)
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in prefixes:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                changed = True
+    while state and (prefix := next((p for p in prefixes if all(k.startswith(p) for k in state)), None)):
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
