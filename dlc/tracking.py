@@ -58,9 +58,7 @@ def log_sample_images(accelerator, folder: Path, before: dict[Path, int], step: 
         return
     from PIL import Image
 
-    for path, mtime in sorted(png_times(folder).items()):
-        if before.get(path) == mtime:
-            continue
+    for path in sorted(p for p, mtime in png_times(folder).items() if before.get(p) != mtime):
         tag = "samples/" + (re.sub(r"[-_]?\d+$", "", path.stem) or "grid")
         image = np.asarray(Image.open(path).convert("RGB"))[None]  # (1, H, W, 3)
         for tracker in accelerator.trackers:
