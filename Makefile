@@ -56,6 +56,12 @@ report-check: install
 data: install
 	$(VENV)/bin/dlc data prepare emoji
 
+# The paper-scale recipe rehearsed: the README's ImageNet commands in order at a miniature size, each
+# stage killed and resumed (benchmarks/rehearse.py; JSON in benchmarks/results/rehearse_cpu.json).
+.PHONY: rehearse
+rehearse: install
+	$(PY) benchmarks/rehearse.py $(REHEARSE_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check dlc train sample tests benchmarks
 

@@ -22,7 +22,9 @@ where that is missing) minus the resident set before the model was built, with a
 threshold so freed tensors leave the resident set. Both include parameters, gradients, AdamW state
 and activations; the CPU number also counts allocator slack and oneDNN/MKL workspaces.
 
-Writes benchmarks/results/dit_speed_<device>.json (``--out`` to change) and prints a table.
+Writes benchmarks/results/dit_speed_<device>.json (``--out`` to change) and prints a table. With
+``--goal X`` it exits with status 3 when ours is below X times diffusers' steps/s (wall-clock), after
+writing the result (``goal`` and ``goal_met`` in it): ``benchmarks/gpu_check.sh`` holds it to 1.25.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def profile(steps: dict, device, rows: int = 15) -> dict[str, list[dict]]:
     return out
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="DiT-T/4", choices=list(DIT_MODELS), help="(default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=32, help="pixels or latent size (default: %(default)s)")
@@ -245,8 +247,13 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--profile", action="store_true", help="also profile one step of each (top ops)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/dit_speed_<device>.json")
+    parser.add_argument("--goal", type=float, default=None,
+                        help="exit 3 when ours is below this many times diffusers' steps/s (e.g. 1.25)")
     parser.add_argument("--memory-probe", choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("dit_speed: --device cuda, but torch sees no GPU (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -256,7 +263,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if args.memory_probe:
         print(json.dumps(memory_probe(args.memory_probe, args, device)))
-        return
+        return 0
 
     argv = sys.argv[1:]
     # memory first, before this process holds both models (on a GPU they would crowd the children out)
@@ -326,6 +333,8 @@ def main() -> None:
     }
     if profiled:
         result["profile_top_ops"] = profiled
+    if args.goal is not None:
+        result["goal"], result["goal_met"] = args.goal, bool(speedup >= args.goal)
 
     print(f"\n{args.arch}  {tokens} tokens  batch {args.batch}  {args.dtype}  on {device_name}"
           f"  (torch {torch.__version__}, threads {result['threads']}, load {result['load_average_1_5_15_before'][0]}"
@@ -339,6 +348,10 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/dit_speed_{device.type}.json")
     write_result(out, result)
     print(f"wrote {out}")
+    if args.goal is not None and not result["goal_met"]:
+        print(f"GOAL MISSED: ours is {speedup:.2f}x diffusers' steps/s, below the goal of {args.goal:g}x", file=sys.stderr)
+        return 3
+    return 0
 
 
 KEY = ("arch", "image_size", "channels", "batch", "dtype", "device", "threads")
@@ -358,4 +371,4 @@ def write_result(out: Path, result: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -184,3 +184,44 @@ def test_without_the_recipe_the_encoder_keeps_the_two_default_groups_in_order():
     default = default_param_groups(model, config.train)
     assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in default]
     assert [g["lr_scale"] for g in groups] == [1.0, 1.0] and [g["weight_decay"] for g in groups] == [0.04, 0.0]
+
+
+def test_imagenet_dit_code_table_starts_as_the_authors():
+    """The authors' SEMEmbedder: entries N(0, 1/width) and one null vector copied to all L positions
+    (so the averaged null has that vector's scale); the emoji preset keeps DiT's N(0, 0.02) with a
+    null entry of its own per position."""
+    from dlc.dit.training import create_model
+
+    L, V, width = 64, 32, 256
+    paper = STAGES["dit"].load_config("imagenet", [f"model.width={width}", "model.heads=4", "model.depth=1"])
+    assert paper.model.code_init == "authors"
+    torch.manual_seed(0)
+    table = create_model(paper, 4, 32, L, V).code_embedder.table.detach()
+    assert table[:, :V].std().item() == pytest.approx(width ** -0.5, rel=0.02)
+    assert torch.equal(table[:, V], table[:1, V].expand(L, -1))  # one null vector, copied
+    assert table[0, V].std().item() == pytest.approx(width ** -0.5, rel=0.15)
+
+    emoji = STAGES["dit"].load_config("emoji", [f"model.width={width}", "model.heads=4", "model.depth=1"])
+    assert emoji.model.code_init == "dit"
+    table = create_model(emoji, 3, 32, L, V).code_embedder.table.detach()
+    assert table.std().item() == pytest.approx(0.02, rel=0.02)
+    assert not torch.equal(table[0, V], table[1, V])
+
+
+def test_a_resized_preset_dit_keeps_the_arch_patch_and_learned_variance():
+    """model.depth/width/heads shrink DiT-XL/2 for a rehearsal: patch 2 and the 2C outputs of the
+    learned variance stay; a width the heads do not divide is refused by name."""
+    from dlc.dit.training import create_model
+    from dlc.errors import ConfigError
+
+    config = STAGES["dit"].load_config("imagenet", ["model.depth=2", "model.width=64", "model.heads=2"])
+    model = create_model(config, 4, 32, 16, 32)
+    c = model.config
+    assert (c.depth, c.hidden_size, c.num_heads, c.patch_size, c.learn_sigma) == (2, 64, 2, 2, True)
+    assert model(torch.randn(1, 4, 32, 32), torch.tensor([10.0]), torch.zeros(1, 16, dtype=torch.long)).shape == (1, 8, 32, 32)
+    full = STAGES["dit"].load_config("imagenet")
+    with torch.device("meta"):
+        xl = create_model(full, 4, 32, 512, 256)
+    assert (xl.config.depth, xl.config.hidden_size, xl.config.num_heads) == (28, 1152, 16)
+    with pytest.raises(ConfigError, match="model.width 64 must be a multiple of model.heads 3"):
+        create_model(STAGES["dit"].load_config("imagenet", ["model.width=64", "model.heads=3"]), 4, 32, 16, 32)
