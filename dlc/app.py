@@ -231,11 +231,15 @@ class Playground:
 
 def load_examples(dataset: str, size: int, count: int = 24) -> tuple[list[Image.Image], list[str]]:
     """``count`` images spread over a dataset's test split (``dlc.data.load`` names, or a folder of
-    images), and the distinct captions among them."""
+    images: its test/ subfolder, or every image when it has none), and the distinct captions among them."""
     from .data import load
+    from .data.folder import MissingSplitError
 
     name = f"imagefolder:{dataset}" if ":" not in dataset and Path(dataset).is_dir() else dataset
-    data = load(name, size=size, split="test")
+    try:
+        data = load(name, size=size, split="test")
+    except MissingSplitError:  # a folder without splits: all its images are examples
+        data = load(name, size=size, split="all")
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         items = [data[int(i)] for i in np.unique(np.linspace(0, len(data) - 1, min(count, len(data))).round())]
     else:  # a stream (webdataset shards): its first images
