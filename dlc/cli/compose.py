@@ -78,9 +78,7 @@ def image_sources(pipe, pil_images) -> list[torch.Tensor]:
 def run(args) -> int:
     from ..compose import compose
 
-    common.check_chunk_size(args)
-    pipe = common.load_pipeline(args.model, args.device, args.trust_remote_code)
-    sampling = common.resolved_sampling(args, pipe)
+    pipe, sampling, settings = common.prepare("compose", args)
     sources, described = sources_from_args(args, pipe)
     if len(sources) < 2:
         raise DLCError(f"composition needs two or more sources; got {len(sources)}")
@@ -89,8 +87,7 @@ def run(args) -> int:
     method, tau = sampling.composition.method, sampling.composition.tau
     codes = compose(sources, n=args.start + args.num, seed=args.seed, method=method, weights=args.weights,
                     mask=mask, tau=tau)
-    settings = {**common.common_settings("compose", args, pipe, sampling), "sources": described,
-                "weights": args.weights, "mask": args.mask}
+    settings.update(sources=described, weights=args.weights, mask=args.mask)
     parents = [Path(d) for d in described] if args.images else None  # drawn above the compositions
     common.stream(args, pipe, settings, sampling, list(range(args.start, args.start + args.num)), codes=codes,
                   parents=parents)

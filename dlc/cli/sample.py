@@ -101,11 +101,6 @@ def sampling_overrides(args) -> dict:
             "composition": {"method": flags.get("method"), "tau": flags.get("tau")}}
 
 
-def resolved_sampling(args, pipe):
-    """The settings this command samples with: the pipeline's, with the flags given applied."""
-    return pipe.resolve_sampling(**sampling_overrides(args))
-
-
 def register(sub) -> None:
     parser = sub.add_parser(
         "sample", help="generate images: codes from the prior, a .npy, or images",
@@ -215,14 +210,22 @@ def finish_folder(folder: SampleFolder, settings: dict, args, codes: torch.Tenso
           f"and settings.json to {folder.root}")
 
 
-def common_settings(verb: str, args, pipe, sampling) -> dict:
+def prepare(verb: str, args):
+    """What every generating command starts with: the options checked, the pipeline loaded, the
+    settings it samples with (the pipeline's, with the flags given applied) and the settings.json
+    entries every command shares. Returns (pipe, sampling, settings)."""
     import dlc
 
+    if args.chunk_size < 1:
+        raise DLCError(f"--chunk-size must be at least 1; got {args.chunk_size}")
+    pipe = load_pipeline(args.model, args.device, args.trust_remote_code)
+    sampling = pipe.resolve_sampling(**sampling_overrides(args))
     model = Path(args.model).resolve() if Path(args.model).exists() else args.model  # a path, or a hub id
-    return {"verb": verb, "model": str(model), "seed": args.seed, "start": args.start,
-            "sampling": sampling.to_dict(), "batch_size": args.batch_size,
-            "device": torch.device(resolve_device(args.device)).type,  # cuda:0 and cuda:1 draw the same images
-            "pipeline": type(pipe).__name__, "dlc_version": dlc.__version__}
+    settings = {"verb": verb, "model": str(model), "seed": args.seed, "start": args.start,
+                "sampling": sampling.to_dict(), "batch_size": args.batch_size,
+                "device": torch.device(resolve_device(args.device)).type,  # cuda:0 and cuda:1 draw the same images
+                "pipeline": type(pipe).__name__, "dlc_version": dlc.__version__}
+    return pipe, sampling, settings
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -301,11 +304,6 @@ def draw_missing(folder: SampleFolder, pipe, indices: list[int], kwargs: dict, c
             bar.update(len(chunk))
 
 
-def check_chunk_size(args) -> None:
-    if args.chunk_size < 1:
-        raise DLCError(f"--chunk-size must be at least 1; got {args.chunk_size}")
-
-
 def stream(args, pipe, settings: dict, sampling, indices: list[int], codes: torch.Tensor | None = None,
            parents: list[Path] | None = None, **inputs) -> None:
     """Claim --out, draw the missing ``indices`` chunk by chunk, then the grid (reconstructions
@@ -319,10 +317,7 @@ def stream(args, pipe, settings: dict, sampling, indices: list[int], codes: torc
 def run(args) -> int:
     from ..codes import load_codes
 
-    check_chunk_size(args)
-    pipe = load_pipeline(args.model, args.device, args.trust_remote_code)
-    sampling = resolved_sampling(args, pipe)
-    settings = common_settings("sample", args, pipe, sampling)
+    pipe, sampling, settings = prepare("sample", args)
     codes = files = None
     if args.codes:
         codes = load_codes(args.codes)

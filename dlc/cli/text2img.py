@@ -18,11 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    common.check_chunk_size(args)
-    pipe = common.load_pipeline(args.model, args.device, args.trust_remote_code)
-    sampling = common.resolved_sampling(args, pipe)
+    pipe, sampling, settings = common.prepare("text2img", args)
     prompts = [p for p in args.prompts for _ in range(args.num)]
-    settings = {**common.common_settings("text2img", args, pipe, sampling), "prompts": args.prompts,
-                "num_per_prompt": args.num}
+    settings.update(prompts=args.prompts, num_per_prompt=args.num)
     common.stream(args, pipe, settings, sampling, list(range(args.start, len(prompts))), prompts=prompts)
     return 0
