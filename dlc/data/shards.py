@@ -9,6 +9,7 @@ the settings and the samples per shard in ``encode.json`` beside the shards.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -105,13 +106,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def first_samples(self, n: int) -> list[dict]:
         """The first ``n`` raw samples in shard order (no shuffling): for checks and references."""
-        samples = []
-        for url in self.urls:
-            for raw in self.raw_samples(url):
-                samples.append(raw)
-                if len(samples) == n:
-                    return samples
-        return samples
+        return list(itertools.islice(itertools.chain.from_iterable(map(self.raw_samples, self.urls)), n))
 
     def reader_shards(self) -> tuple[list[str], tuple[int, int, int]]:
         """(this reader's shards, (rank, worker, workers))."""
