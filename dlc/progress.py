@@ -25,14 +25,10 @@ PERCENT_STEP = 10.0
 def tqdm(iterable=None, *args, file=None, **kwargs):
     """tqdm's bar when ``file`` (default stderr) is a terminal, else a ``LogProgress``."""
     stream = file if file is not None else sys.stderr
-    if _is_terminal(stream):
+    isatty = getattr(stream, "isatty", None)
+    if isatty and isatty():
         return terminal_bar(iterable, *args, file=stream, **kwargs)
     return LogProgress(iterable, *args, file=stream, **kwargs)
-
-
-def _is_terminal(stream) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
 
 
 class LogProgress:

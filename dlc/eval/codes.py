@@ -67,7 +67,7 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
                  k: int = 20, temperature: float = 0.07, batch_size: int = 1024) -> float:
     """Weighted k-NN on cosine similarity (DINO's evaluation: votes weighted by exp(sim / T)).
     On one-hot codes the cosine similarity is the fraction of positions two codes share."""
-    train_x, test_x = _normalize(train_x), _normalize(test_x)
+    train_x, test_x = (torch.nn.functional.normalize(x.float(), dim=1) for x in (train_x, test_x))
     classes = int(max(train_y.max(), test_y.max())) + 1
     correct = 0
     for s in range(0, len(test_x), batch_size):
@@ -75,10 +75,6 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         votes = torch.zeros(len(idx), classes).scatter_add_(1, train_y[idx], (sims / temperature).exp())
         correct += (votes.argmax(1) == test_y[s:s + batch_size]).sum().item()
     return correct / len(test_x)
-
-
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x.float(), dim=1)
 
 
 def usage_stats(codes: torch.Tensor, vocab_size: int, images: torch.Tensor | None = None) -> dict:
