@@ -21,13 +21,14 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
-    assert list(state) == ["encoder", "codes", "dit", "prior+text", "table", "samples", "evaluate", "report"]
+    assert list(state) == ["encoder", "codes", "dit", "prior+text", "table", "samples", "evaluate", "toy", "report"]
     assert (out / "prior" / "model").is_dir() and (out / "text" / "model").is_dir()  # trained side by side
 
     html = (out / "report.html").read_text()
     pictures = re.findall(r'<img data-file="([^"]+)" src="data:image/png;base64,', html)  # embedded
     assert {"report/real.png", "report/reconstructions.png", "report/prior_samples.png", "report/compositions.png",
-            "report/text_train.png", "report/text_heldout.png", "report/losses.png"} <= set(pictures)
+            "report/text_train.png", "report/text_heldout.png", "report/losses.png", "toy/kl.png",
+            "toy/samples.png"} <= set(pictures)
     assert all((out / p).stat().st_size > 1000 for p in pictures)
     assert (out / "report.md").read_text().count("![") == len(pictures)
 
@@ -36,11 +37,14 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
                                                      "DLC from the prior", "DLC encoded from test images"]
     assert all(r["FID"] > 0 and r["samples"] == 8 for r in rows)
     assert "DLC encoded from test images" in html and "<table>" in html
+    toy = state["toy"]["result"]  # the toy experiment, as `dlc toy` would run it
+    assert [r["N"] for r in toy["table"]] == [9, 16] and toy["command"] == "dlc toy --quick --n 9 16 --steps 6"
+    assert all(r["oracle index"] > 0 for r in toy["table"]) and "dlc toy --quick" in html
 
     capsys.readouterr()
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 7 and "[8/8] report: starting" in log
+    assert log.count("reused") == 8 and "[9/9] report: starting" in log
 
 
 @pytest.mark.parametrize("flag", ["--table", "--no-table"])
@@ -51,7 +55,7 @@ def test_demo_table_flags_choose_the_stages(tmp_path, flag):
     demo = Demo(str(tmp_path / "d"), quick=True, table=not no_table, only_table=only_table)
     names = [name for name, _, _ in demo.stages()]
     assert ("table" in names) != no_table
-    assert ("dit" in names) != only_table and "report" in names
+    assert ("dit" in names) != only_table and ("toy" in names) != only_table and "report" in names
 
 
 def test_models_trained_side_by_side_report_which_failed(tmp_path):

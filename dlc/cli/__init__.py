@@ -17,7 +17,7 @@ from importlib import metadata
 from ..errors import DLCError
 
 # the order verbs appear in --help; modules not listed come after, alphabetically
-VERB_ORDER = ["data", "train", "encode", "eval", "sample", "compose", "text2img", "fid", "demo"]
+VERB_ORDER = ["data", "train", "encode", "eval", "sample", "compose", "text2img", "fid", "demo", "toy"]
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
