@@ -113,16 +113,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def _read_captions(self, folders: list[Path]) -> list[str | None]:
         """Each file's caption from ``captions.jsonl`` in the root and in this split's folders
         (None where none is given)."""
-        places = list(dict.fromkeys([self.root, *folders]))
-        by_path: dict[str, str] = {}
-        found = False
-        for place in places:
-            path = place / "captions.jsonl"
-            if path.exists():
-                found = True
-                by_path.update(read_captions_file(path))
-        if not found:
+        paths = [place / "captions.jsonl" for place in dict.fromkeys([self.root, *folders])]
+        paths = [path for path in paths if path.exists()]
+        if not paths:
             return [None] * len(self.files)
+        by_path = {key: caption for path in paths for key, caption in read_captions_file(path).items()}  # later win
         return [by_path.get(os.path.normpath(f)) for f in self.files]
 
     @property

@@ -77,9 +77,7 @@ class TensorImageDataset(torch.utils.data.Dataset):
         """The "train" (``~is_test``), "test" or "all" part."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r} for {self.name}: expected one of {', '.join(SPLITS)}")
-        if split == "all":
-            return self
-        return self.subset(np.flatnonzero(is_test if split == "test" else ~is_test))
+        return self if split == "all" else self.subset(np.flatnonzero(is_test if split == "test" else ~is_test))
 
 
 def stratified_split(groups, test_fraction: float, seed: int) -> np.ndarray:

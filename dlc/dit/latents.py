@@ -54,6 +54,4 @@ class VAESpace:
 
 def make_latent_space(spec: str, image_size: int, channels: int = 3):
     """``"pixel"``, or a diffusers VAE by hub name or local folder."""
-    if spec == "pixel":
-        return PixelSpace(image_size, channels)
-    return VAESpace.from_pretrained(spec, image_size)
+    return PixelSpace(image_size, channels) if spec == "pixel" else VAESpace.from_pretrained(spec, image_size)
