@@ -104,15 +104,6 @@ def code_spec(config: DiTRunConfig) -> str:
     return {"class": "class", "random": "synthetic:random", "none": "none"}[cond.kind]
 
 
-def conditioning(config: DiTRunConfig, dataset) -> tuple[torch.Tensor | None, int, int, object]:
-    """(per-image codes or None, L, V, frozen encoder or None) for ``config.condition``."""
-    cond = config.condition
-    random = cond.kind == "random"
-    source = resolve_codes(code_spec(config), dataset, code_length=cond.code_length if random else None,
-                           vocab_size=cond.random_vocab if random else cond.vocab_size, seed=config.train.seed)
-    return source.codes, source.code_length, source.vocab_size, source.encoder
-
-
 def create_model(config: DiTRunConfig, in_channels: int, image_size: int, code_length: int,
                  vocab_size: int) -> DiT:
     """The DiT of ``config.model`` for inputs (in_channels, image_size, image_size) and codes (L, V);
@@ -158,16 +149,18 @@ def build(config: DiTRunConfig):
         channels, size = (info["latent_shape"] or (space.channels, space.size))[:2]
         model = create_model(config, channels, size, info["code_length"], info["vocab_size"])
         return model, objective, space, dataset, None
-    dataset = config.data.load("train")
-    codes, L, V, encoder = conditioning(config, dataset)
-    if config.hflip and config.condition.kind in ("codes", "random"):
+    dataset, cond = config.data.load("train"), config.condition
+    random = cond.kind == "random"
+    source = resolve_codes(code_spec(config), dataset, code_length=cond.code_length if random else None,
+                           vocab_size=cond.random_vocab if random else cond.vocab_size, seed=config.train.seed)
+    if config.hflip and cond.kind in ("codes", "random"):
         raise ConfigError("hflip=true with stored codes would pair flipped images with the codes of unflipped "
                           "ones; use condition.kind=encoder (it encodes the flipped image), condition.kind="
                           "shards (codes of flipped images from `dlc encode --shards --hflip`) or hflip=false")
     image = dataset[0]["image"]
     space = make_latent_space(config.latent, image.shape[-1], image.shape[0])
-    model = create_model(config, space.channels, space.size, L, V)
-    return model, objective, space, CodedImages(dataset, codes), encoder
+    model = create_model(config, space.channels, space.size, source.code_length, source.vocab_size)
+    return model, objective, space, CodedImages(dataset, source.codes), source.encoder
 
 
 def _on(space, device):
