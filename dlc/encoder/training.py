@@ -295,14 +295,13 @@ class SSLModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = DINOHead(encoder.vit.embed_dim, ssl.head_hidden, ssl.head_bottleneck, ssl.prototypes)
-        self.tau = ssl.sem_tau
         self.ssl = ssl
 
     def forward(self, crops: list[torch.Tensor], masks: torch.Tensor | None = None, patches: bool = False) -> dict:
         """Crops grouped by size (the first: global crops, masked by ``masks``) -> head logits of the
         SEM outputs of all crops, the global crops' SEM outputs and, with ``patches``, the head
         logits of every global patch token (2B, N, K) for iBOT."""
-        outputs = [self.encoder(x, masks if i == 0 else None, self.tau) for i, x in enumerate(crops)]
+        outputs = [self.encoder(x, masks if i == 0 else None, self.ssl.sem_tau) for i, x in enumerate(crops)]
         out = {"logits": self.head(torch.cat([o["embedding"] for o in outputs])), "embedding": outputs[0]["embedding"]}
         if patches:
             out["patch_logits"] = self.head(outputs[0]["patches"])
