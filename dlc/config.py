@@ -17,6 +17,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
@@ -195,7 +196,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     try:
         return from_dict(cls, data, where="")
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+        raise ConfigError(f"{_source_of(str(e).split(':', 1)[0], path, overrides)}: {e}" if path else str(e)) from None
+
+
+def _source_of(key: str, path: Path, overrides: Sequence[str]) -> str:
+    """Where the setting ``key`` was written: the override that set it (or a section above it), else the file."""
+    for text in reversed(overrides):  # the last override of a key is the one that counts
+        name = text.partition("=")[0].strip()
+        if key == name or key.startswith(name + "."):
+            return f"override {text!r} (on top of {path})"
+    return str(path)
 
 
 def save_config(config, path: str | Path) -> None:

@@ -184,3 +184,14 @@ def test_settings_a_newer_version_added_do_not_block_a_resume(tmp_path):
     run.config_path.write_text(yaml.safe_dump(saved))
     fit_config(run, steps=6)
     assert run.checkpoint_steps()[-1] == 6
+
+
+def test_a_bad_value_is_blamed_on_the_override_that_set_it_not_the_preset_file(tmp_path):
+    from dlc.stages import STAGES
+
+    with pytest.raises(ConfigError, match=r"^override 'train.steps=-5' \(on top of \S*prior.yaml\): train.steps: -5"):
+        STAGES["prior"].load_config("emoji", ["train.lr=0.01", "train.steps=-5"])
+    preset = tmp_path / "train.yaml"
+    preset.write_text("steps: -5\n")
+    with pytest.raises(ConfigError, match=r"^\S*train.yaml: steps: -5"):  # a bad value in the file itself
+        load_config(TrainConfig, preset, overrides=["lr=0.01"])
