@@ -187,15 +187,6 @@ def shard(indices: list[int]) -> list[int]:
     return indices[rank * per: (rank + 1) * per]
 
 
-def claim_folder(out: str | Path, settings: dict) -> SampleFolder:
-    """The output folder, checked by every process against ``settings`` (refused if it holds
-    samples made with other settings) and, on the main process, given settings.json first."""
-    folder = SampleFolder(out)
-    folder.claim(settings, write=distributed()[0] == 0)
-    wait_for_everyone()
-    return folder
-
-
 def finish_folder(folder: SampleFolder, settings: dict, args, codes: torch.Tensor | None = None,
                   sources: list[Path] | None = None, parents: list[Path] | None = None) -> None:
     """After every process has written its PNGs: (on the main process) the grid of the first 64
@@ -309,7 +300,10 @@ def stream(args, pipe, settings: dict, sampling, indices: list[int], codes: torc
     """Claim --out, draw the missing ``indices`` chunk by chunk, then the grid (reconstructions
     beside the ``files`` they came from, compositions below their ``parents``), codes and npz."""
     settings.update(num=len(indices), chunk_size=args.chunk_size)
-    folder = claim_folder(args.out, settings)
+    folder = SampleFolder(args.out)
+    # every process checks it (refused if it holds samples made with other settings); the main one writes settings.json
+    folder.claim(settings, write=distributed()[0] == 0)
+    wait_for_everyone()
     draw_missing(folder, pipe, indices, generation_kwargs(args, sampling), args.chunk_size, codes=codes, **inputs)
     finish_folder(folder, settings, args, codes=codes, sources=inputs.get("files"), parents=parents)
 
