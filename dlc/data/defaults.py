@@ -84,6 +84,4 @@ def read_defaults(path: Path) -> DatasetDefaults:
 
 def sample_prompts(defaults: DatasetDefaults, captions, n: int = 4) -> list[str]:
     """The dataset's prompts, else its first ``n`` distinct captions."""
-    if defaults.prompts:
-        return list(defaults.prompts)
-    return list(dict.fromkeys(c for c in captions if c))[:n]
+    return list(defaults.prompts) if defaults.prompts else list(dict.fromkeys(c for c in captions if c))[:n]

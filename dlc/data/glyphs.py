@@ -101,9 +101,8 @@ def glyph_plan(seed: int = SPLIT_SEED) -> tuple[list[Glyph], np.ndarray]:
                 fonts = rng.choice(len(FONTS), VARIANTS, replace=False)
                 test_variant = int(rng.integers(VARIANTS))
                 for v, fi in enumerate(fonts):
-                    glyph = Glyph(li, ci, bi, int(fi), v)
-                    items.append(glyph)
-                    is_test.append(glyph.is_heldout or v == test_variant)
+                    items.append(Glyph(li, ci, bi, int(fi), v))
+                    is_test.append(items[-1].is_heldout or v == test_variant)
     return items, np.asarray(is_test)
 
 
