@@ -11,7 +11,6 @@ uncompressed member (50,000 ImageNet samples are 9.8 GB) and loads a compressed 
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DLCError
+from .files import atomic_write
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: the same bytes every time
 HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -29,11 +29,11 @@ def write_npz(path: str | Path, shape: tuple[int, ...], rows: Iterable[np.ndarra
               dtype=np.uint8) -> Path:
     """Write ``rows`` (each of shape ``shape[1:]``) as the array ``key`` of shape ``shape``."""
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
     written = 0
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        with archive.open(zipfile.ZipInfo(f"{key}.npy", date_time=FIXED_ZIP_TIME), "w", force_zip64=True) as member:
+    with atomic_write(path) as partial:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as archive, \
+                archive.open(zipfile.ZipInfo(f"{key}.npy", date_time=FIXED_ZIP_TIME), "w", force_zip64=True) as member:
             np.lib.format.write_array_header_2_0(member, header)
             for row in rows:
                 row = np.ascontiguousarray(row, dtype=dtype)
@@ -41,10 +41,8 @@ def write_npz(path: str | Path, shape: tuple[int, ...], rows: Iterable[np.ndarra
                     raise DLCError(f"{path}: row {written} has shape {row.shape}; expected {tuple(shape[1:])}")
                 member.write(row.tobytes())
                 written += 1
-    if written != shape[0]:
-        partial.unlink()
-        raise DLCError(f"{path}: got {written} rows for an array of {shape[0]}")
-    os.replace(partial, path)
+        if written != shape[0]:
+            raise DLCError(f"{path}: got {written} rows for an array of {shape[0]}")
     return path
 
 

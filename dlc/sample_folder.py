@@ -21,7 +21,6 @@ folder byte-identical to an uninterrupted run. What "other settings" means: any 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from PIL import Image
 from .codes import save_codes
 from .config import flat_keys
 from .errors import DLCError
+from .files import atomic_write
 from .imageio import display_scale, make_grid, pairs_grid, parents_grid, to_pil
 from .npzio import write_npz
 
@@ -94,10 +94,8 @@ class SampleFolder:
         whole PNGs only."""
         self.images.mkdir(parents=True, exist_ok=True)
         for image, index in zip(images, indices):
-            final = self.path(index)
-            partial = final.with_name(final.name + ".partial")
-            to_pil(image).save(partial, format="PNG")
-            os.replace(partial, final)
+            with atomic_write(self.path(index)) as partial:
+                to_pil(image).save(partial, format="PNG")
 
     def read(self, index: int) -> np.ndarray:
         """Sample ``index`` as uint8 (H, W, C)."""
@@ -156,6 +154,5 @@ def _dumps(settings: dict) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with atomic_write(path) as partial:
+        partial.write_text(text)

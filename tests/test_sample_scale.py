@@ -39,7 +39,7 @@ def test_a_rerun_after_a_kill_draws_only_the_missing_samples_and_ends_byte_ident
 
     def killed_in_the_third_chunk(folder, images, indices):
         if len(written) == 2:  # half a PNG on disk, then the process dies
-            folder.path(indices[0]).with_name(f"{indices[0]:06d}.png.partial").write_bytes(b"\x89PNG trunc")
+            folder.path(indices[0]).with_name(f".partial-{indices[0]:06d}.png").write_bytes(b"\x89PNG trunc")
             raise KeyboardInterrupt
         written.append(list(indices))
         real_write(folder, images, indices)
@@ -48,7 +48,7 @@ def test_a_rerun_after_a_kill_draws_only_the_missing_samples_and_ends_byte_ident
     out = tmp_path / "killed"
     assert main([*command, "--out", str(out)]) == 130
     assert written == [[0, 1, 2], [3, 4, 5]] and not (out / "grid.png").exists()
-    kept = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("[0-9]*.png")}  # not the half-written one
     assert sorted(kept) == [f"{i:06d}.png" for i in range(6)]
 
     monkeypatch.setattr(SampleFolder, "write", real_write)
@@ -57,7 +57,7 @@ def test_a_rerun_after_a_kill_draws_only_the_missing_samples_and_ends_byte_ident
     assert [c["start_index"] for c in StubPipeline.calls] == [6, 9]  # chunks 6-8 and 9 only
     assert {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png") if p.name in kept} == kept
     assert files_of(out) == files_of(tmp_path / "whole")  # every PNG, the grid and the npz
-    assert not list(out.rglob("*.partial"))
+    assert not list(out.rglob(".partial-*"))
     assert json.loads((out / "settings.json").read_text())["num_images"] == 10
 
 

@@ -12,6 +12,7 @@ import torch
 
 from ..data.images import to_float
 from ..data.shards import batches, chunk_ranges
+from ..files import atomic_write
 from ..progress import tqdm
 from .store import save_codes
 
@@ -61,9 +62,8 @@ def encode_to_npy(dataset, make_codes: Callable, out: Path, batch_size: int, chu
             for batch in batches(dataset, rows, batch_size):
                 codes.append(make_codes(batch["image"]))
                 bar.update(len(batch["image"]))
-            tmp = parts / f".tmp-{k:06d}.npy"
-            np.save(tmp, np.concatenate(codes))
-            tmp.replace(part)
+            with atomic_write(part) as partial:
+                np.save(partial, np.concatenate(codes))
     codes = np.concatenate([np.load(parts / f"{k:06d}.npy") for k in range(len(chunks))])
     save_codes(out, torch.from_numpy(codes.astype(np.int64)))
     shutil.rmtree(parts)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import CodeError
+from ..files import atomic_write
 
 
 def check_codes(codes: torch.Tensor, code_length: int | None = None, vocab_size: int | None = None,
@@ -47,10 +48,8 @@ def load_codes(path: str | Path, code_length: int | None = None, vocab_size: int
 def save_codes(path: str | Path, codes: torch.Tensor) -> Path:
     """Write codes as uint16 (N, L) ``.npy`` (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if codes.numel() and int(codes.max()) >= 2**16:
         raise CodeError(f"code values up to {int(codes.max())} do not fit uint16 storage")
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, codes.cpu().numpy().astype(np.uint16))
-    tmp.replace(path)
+    with atomic_write(path) as partial:
+        np.save(partial, codes.cpu().numpy().astype(np.uint16))
     return path

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..files import atomic_write
 from .images import to_channels
 from .memory import TensorImageDataset, cache_dir, require_package, stratified_split
 
@@ -103,11 +104,8 @@ def load_emoji(size: int = 32, split: str = "train", channels: int | None = None
         entries = [EmojiEntry(**m) for m in meta]
     else:
         images, entries = _render_all_emoji(size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps([e.__dict__ for e in entries])
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, meta=np.asarray(meta))
-        tmp.replace(path)
+        with atomic_write(path) as partial:
+            np.savez(partial, images=images, meta=np.asarray(json.dumps([e.__dict__ for e in entries])))
     subgroup_names = list(dict.fromkeys(e.subgroup for e in entries))
     labels = [subgroup_names.index(e.subgroup) for e in entries]
     full = TensorImageDataset(

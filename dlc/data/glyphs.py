@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..files import atomic_write
 from .holdout import HELDOUT_GLYPHS
 from .images import to_channels
 from .memory import TensorImageDataset, cache_dir, require_package
@@ -164,10 +165,8 @@ def cached_renders(items: list[Glyph], size: int, seed: int, tag: str) -> np.nda
         if len(images) == len(items):
             return images
     images = render_glyphs(items, size, seed, desc=f"rendering {tag} at {size}px")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, images)
-    tmp.replace(path)
+    with atomic_write(path) as partial:
+        np.save(partial, images)
     return images
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, DLCError
+from ..files import atomic_write
 from ..progress import tqdm
 from .folder import SkipCounter
 from .images import collate, decode_image, encode_png
@@ -233,9 +234,8 @@ def _check_manifest(out_dir: Path, manifest: dict) -> None:
                             f"{[old.get(k) for k in changed]} then, {[manifest[k] for k in changed]} now); "
                             "use a new folder or delete this one")
         return
-    tmp = out_dir / f".tmp-{MANIFEST}"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(path)
+    with atomic_write(path) as partial:
+        partial.write_text(json.dumps(manifest, indent=1))
 
 
 def _sample(index: int, image: torch.Tensor, label, caption, png: bool) -> dict:
@@ -277,8 +277,7 @@ def write_shards(dataset, out_dir: str | Path, entries: dict[str, Callable] | No
             if path.exists():
                 bar.update(len(rows))
                 continue
-            tmp = out_dir / f".tmp-shard-{k:06d}.tar"
-            with wds.TarWriter(str(tmp)) as sink:
+            with atomic_write(path) as partial, wds.TarWriter(str(partial)) as sink:
                 index = rows.start
                 for batch in batches(dataset, rows, batch_size):
                     arrays = {name: make(batch["image"]) for name, make in entries.items()}
@@ -287,5 +286,4 @@ def write_shards(dataset, out_dir: str | Path, entries: dict[str, Callable] | No
                         sink.write({**sample, **{name: values[j] for name, values in arrays.items()}})
                         index += 1
                     bar.update(len(batch["image"]))
-            tmp.replace(path)
     return paths

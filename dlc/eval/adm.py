@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import DLCError
+from ..files import atomic_write
 from .fidelity import (
     SPATIAL,
     SPATIAL_STATE_DICT_EXTRACTOR,
@@ -160,10 +161,8 @@ def image_features(source, extractor: Extractor, wanted: tuple[str, ...], *, bat
     found = get_featuresdict_from_dataset(images, net, batch_size, cuda, not cuda, progress)
     features = {w: found[layers[w]] for w in wanted}
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_name(cache_file.name + ".partial")
-        torch.save(features, partial)
-        partial.replace(cache_file)
+        with atomic_write(cache_file) as partial:
+            torch.save(features, partial)
     return features
 
 

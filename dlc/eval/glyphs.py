@@ -25,6 +25,7 @@ from ..data.glyphs import FACTORS, cached_renders, glyph_dataset, glyph_plan, lo
 from ..data.images import to_float
 from ..data.memory import cache_dir
 from ..errors import DataError
+from ..files import atomic_write
 
 JUDGE_SEED = 1      # the judges' own rendering of the plan: not the dataset's images
 JUDGE_VERSION = 1   # bump when the network or its training changes: the cache file names it
@@ -151,10 +152,8 @@ def load_glyph_judges(size: int = 32, device: str | torch.device = "cpu") -> Gly
     net = train_glyph_judges(size)
     judges = GlyphJudges(net, size)
     judges.accuracy = judge_accuracy(judges, load_glyphs(size, "test"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.pt")
-    torch.save({"state_dict": net.state_dict(), "accuracy": judges.accuracy, "size": size}, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as partial:
+        torch.save({"state_dict": net.state_dict(), "accuracy": judges.accuracy, "size": size}, partial)
     judges.net.to(device)
     return judges
 
