@@ -56,11 +56,12 @@ def test_without_a_total_a_line_every_interval_of_seconds(clock):
 
 def test_short_inner_bars_that_do_not_leave_stay_silent(clock):
     log = io.StringIO()
-    for _ in progress.tqdm(range(3), desc="sampling", leave=False, file=log):
-        pass
+    assert list(progress.tqdm(range(3), desc="sampling", leave=False, file=log)) == [0, 1, 2]
     with progress.tqdm(total=3, file=log, disable=True) as bar:
         bar.update(3)
     assert log.getvalue() == ""
+    assert list(progress.tqdm(range(3), desc="sampling", file=log)) == [0, 1, 2]  # one that leaves says it ended
+    assert log.getvalue().splitlines()[-1].startswith("sampling: 100% 3/3")
 
 
 def test_a_terminal_gets_tqdms_bar():

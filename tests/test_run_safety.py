@@ -114,9 +114,10 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
 def test_a_two_process_race_lets_exactly_one_train(tmp_path):
     run = RunDir(tmp_path / "run")
     with run.lock():
-        with pytest.raises(RunLocked):
-            with RunDir(tmp_path / "run").lock():
-                pass
+        holder = json.loads(run.lock_path.read_text())
+        with pytest.raises(RunLocked, match=f"process {holder['pid']}"), RunDir(tmp_path / "run").lock():
+            pytest.fail("a second lock of the same run was granted")
+        assert json.loads(run.lock_path.read_text()) == holder  # the refused one left the holder's lock alone
     assert not run.lock_path.exists()
 
 
