@@ -54,6 +54,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -362,7 +363,7 @@ def prepare(plan: Plan) -> dict:
             link.symlink_to(ROOT / name)
     bin_dir = work / "bin"
     bin_dir.mkdir(exist_ok=True)
-    if not shutil_which("dlc", plan.env["PATH"]):  # dlc importable but not installed (a GPU machine's image)
+    if not shutil.which("dlc", path=plan.env["PATH"]):  # dlc importable but not installed (a GPU machine's image)
         (bin_dir / "dlc").write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m dlc \"$@\"\n")
         (bin_dir / "dlc").chmod(0o755)
     info = {"data": make_data(plan)}
@@ -374,12 +375,6 @@ def prepare(plan: Plan) -> dict:
     run(plan, ["dlc", "data", "shards", "imagefolder:data/laion-images", "--size", "256", "--out", "data/laion-9m",
                "--max-count", str(CHUNK)])
     return info
-
-
-def shutil_which(name: str, path: str) -> str | None:
-    import shutil
-
-    return shutil.which(name, path=path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -739,8 +734,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}; the commands' output is in {log_path}")
     log_file.close()
     if not args.keep and not args.work and ok:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
