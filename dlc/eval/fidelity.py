@@ -304,8 +304,8 @@ def files_fingerprint(root: Path, files: list[Path]) -> str:
     """A name for a set of files that changes when any file is added, removed or rewritten: a
     hash of the folder and every file's path, size and modification time."""
     text = str(root.resolve()) + "".join(
-        f"|{f.relative_to(root) if f.is_relative_to(root) else f}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-        for f in files)
+        f"|{f.relative_to(root) if f.is_relative_to(root) else f}:{stat.st_size}:{stat.st_mtime_ns}"
+        for f, stat in ((f, f.stat()) for f in files))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
