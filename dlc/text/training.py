@@ -143,7 +143,7 @@ def training_pairs(config: TextRunConfig):
     heldout = heldout_captions(config)
     keep = [i for i, c in enumerate(data.captions) if c and not (heldout and heldout(c))]
     if heldout:
-        held = sum(1 for c in data.captions if c and heldout(c))
+        held = sum(1 for c in data.captions if c) - len(keep)  # the captioned images ``keep`` left out
         print(f"text: {held} images held out of training, by the dataset's held-out captions (codes.holdout)")
     synthetic = src.source == "synthetic"
     source = resolve_codes(code_spec(src), data, code_length=src.code_length if synthetic else None,
