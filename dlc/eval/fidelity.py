@@ -339,7 +339,7 @@ def image_set(source, size: int | None = None) -> tuple[ImageSet, str | None]:
         return folder_reference(str(source), size)
     match = REFERENCE_PATTERN.match(str(source))
     if match is None:
-        raise DLCError(f"reference {source!r} is neither a folder, an .npz file, a dataset name like "
+        raise DLCError(f"{source!r} is neither an existing folder, an .npz file, a dataset name like "
                        "'emoji-32', 'emoji-32-test' or 'fashion-mnist-32', nor imagefolder:PATH[-SIZE][-SPLIT]")
     name, size = data.canonical_name(match["name"]), int(match["size"])
     split = match["split"] or ("all" if name in ALL_SPLIT_DATASETS else "train")
