@@ -30,6 +30,12 @@ if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 
+case "${1:-}" in
+  ""|--prepare) ;;
+  -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "gpu_check: unknown argument ${1}; the only one is --prepare (see --help)" >&2; exit 2 ;;
+esac
+
 if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$WHEELS"
   # the versions this checkout is tested with, as pure-Python wheels (they install on any Python 3)

@@ -114,6 +114,15 @@ def test_gpu_check_says_why_without_a_gpu():
     assert "torch.cuda.is_available() is False" in done.stderr
 
 
+def test_gpu_check_help_explains_and_a_bad_argument_is_one_line():
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0 and "--prepare" in done.stdout and "Exit status" in done.stdout
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--bogus" in done.stderr
+
+
 @pytest.mark.slow
 def test_make_rehearse_runs_every_stage_resumes_each_and_fits_15_minutes(rehearse, tmp_path):
     out = tmp_path / "rehearse.json"
