@@ -136,6 +136,8 @@ def test_eval_codes_on_train_and_test_subfolders_and_on_a_class_folder_hold_out(
     assert "has no 'test' split" in capsys.readouterr().err
     assert main([*classes, "--holdout", "0.2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["usage"]["images"] == 8  # 5 per class, one of each held out
+    assert main([*classes[:2], "--run", str(tmp_path / "no-such-run"), *classes[4:], "--holdout", "1.5"]) == 1
+    assert "--holdout must be a fraction between 0 and 1; got 1.5" in capsys.readouterr().err  # before any loading
 
 
 def test_fid_references_a_class_folder_as_a_folder_or_as_imagefolder_and_caches_it(tmp_path):

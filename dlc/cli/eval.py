@@ -49,8 +49,6 @@ def probe_splits(args, size: int, channels: int):
     train = in_memory(load(args.data, size=size, split=args.train_split, channels=channels))
     if not args.holdout:
         return train, in_memory(load(args.data, size=size, split=args.test_split, channels=channels))
-    if not 0 < args.holdout < 1:
-        raise DLCError(f"--holdout must be a fraction between 0 and 1; got {args.holdout}")
     if train.labels is None:
         raise DLCError(f"{args.data} has no labels to probe (an image folder needs class folders)")
     is_test = stratified_split(train.labels.tolist(), args.holdout, seed=0)
@@ -65,6 +63,8 @@ def run_codes(args) -> int:
     from ..encoder import DLCEncoder
     from ..eval.codes import evaluate_codes
 
+    if args.holdout and not 0 < args.holdout < 1:
+        raise DLCError(f"--holdout must be a fraction between 0 and 1; got {args.holdout}")
     encoder = DLCEncoder.from_pretrained(args.run).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     c = encoder.config
     train, test = probe_splits(args, c.input_size or c.image_size, c.in_channels)
