@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .holdout import is_heldout
+from .holdout import is_heldout, is_heldout_glyph
 
 DEFAULTS_FILE = "dataset.json"
 
@@ -45,7 +45,7 @@ BUILT_IN = {
     "glyphs": DatasetDefaults(
         prompts=("red A on white, DejaVu Sans", "blue K on cream, DejaVu Serif Bold",  # seen pairs, then held out
                  "red K on white, DejaVu Sans", "blue S on cream, DejaVu Serif Bold"),
-        heldout=is_heldout,
+        heldout=is_heldout_glyph,
         augmentations={"flip": False, "brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "grayscale_prob": 0.0}),
     # grey images: saturation and greyscale change nothing
     "fashion-mnist": DatasetDefaults(augmentations={"saturation": 0.0, "grayscale_prob": 0.0}),

@@ -60,5 +60,5 @@ def is_heldout_glyph(caption: str | None) -> bool:
 
 
 def is_heldout(caption: str | None) -> bool:
-    """Whether ``caption`` is a held-out emoji name or a held-out glyph (what ``codes.holdout`` leaves out)."""
-    return caption in HELDOUT_NAMES or is_heldout_glyph(caption)
+    """Whether ``caption`` is a held-out emoji name."""
+    return caption in HELDOUT_NAMES
