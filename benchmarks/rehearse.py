@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -91,8 +92,9 @@ SIZES = {
     "text": [f"data.dataset=webdataset:data/laion-9m/shard-{{000000..{N_CLASSES * N_TRAIN // CHUNK - 1:06d}}}.tar",
              "train.batch_size=4", "train.warmup_steps=2", "sample.steps=16", "sample.num_per_prompt=1", *COMMON],
 }
-# flags of the other README commands whose values are sizes
-FLAG_SIZES = {"encode": {"--chunk": str(CHUNK), "--batch-size": "4"},
+# flags of the other README commands whose values are sizes, by the command's kind
+ENCODE_SIZES = {"--chunk": str(CHUNK), "--batch-size": "4"}
+FLAG_SIZES = {"codes": ENCODE_SIZES, "shards": ENCODE_SIZES,
               "sample": {"-n": str(N_SAMPLES), "--batch-size": "2", "--chunk-size": "2"}}
 # what the README's block must hold, in this order
 EXPECTED = ["encoder", "codes", "shards", "dit", "prior", "text", "pipeline", "pipeline", "pipeline", "pipeline",
@@ -175,14 +177,9 @@ def rehearsal_command(command: list[str], plan: Plan) -> list[str]:
     """The README command as the rehearsal runs it: data path, sizes and the launcher (module docstring)."""
     command = [t.replace("/data/imagenet", "data/imagenet") for t in command]
     what = kind(command)
-    if what in SIZES:
-        command = command + SIZES[what]
-    elif what in ("codes", "shards"):
-        for flag, value in FLAG_SIZES["encode"].items():
-            command = set_flag(command, flag, value)
-    elif what == "sample":
-        for flag, value in FLAG_SIZES["sample"].items():
-            command = set_flag(command, flag, value)
+    command = command + SIZES.get(what, [])
+    for flag, value in FLAG_SIZES.get(what, {}).items():
+        command = set_flag(command, flag, value)
     if command[:2] == ["accelerate", "launch"]:
         options, target = launch_parts(command)
         if plan.device == "cpu":
@@ -202,12 +199,7 @@ def rehearsal_command(command: list[str], plan: Plan) -> list[str]:
 class Plan:
     def __init__(self, work: Path, device: str, processes: int, log):
         self.work, self.device, self.processes, self.log = work, device, processes, log
-        try:
-            import deepspeed  # noqa: F401
-
-            self.has_deepspeed = True
-        except ImportError:
-            self.has_deepspeed = False
+        self.has_deepspeed = importlib.util.find_spec("deepspeed") is not None  # found, not imported (slow)
         bin_dir = work / "bin"
         self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
                     f"{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
