@@ -82,6 +82,15 @@ def fit(image: torch.Tensor, size: int) -> torch.Tensor:
     return image if image.shape[-2:] == (size, size) else load_image(to_pil(image), size, image.shape[0])
 
 
+def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """An image file as uint8 RGB (3, H, W), resized (short side) and centre-cropped to ``size``
+    when given."""
+    from .data import load_image
+
+    with Image.open(path) as image:
+        return load_image(image, size)
+
+
 def save_grid(images, path: str | Path, **kwargs) -> Path:
     return save_image(make_grid(images, **kwargs), path)
 

@@ -34,7 +34,7 @@ from .codes import save_codes
 from .config import flat_keys
 from .errors import DLCError
 from .files import atomic_write
-from .imageio import display_scale, make_grid, pairs_grid, parents_grid, to_pil
+from .imageio import display_scale, make_grid, pairs_grid, parents_grid, read_image, to_pil
 from .npzio import write_npz
 
 GRID_SIZE = 64  # the grid shows the first 64 samples, however many there are
@@ -124,7 +124,6 @@ class SampleFolder:
                   "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         _write_atomically(self.settings_file, _dumps(record))
 
-
     def grid(self, indices: list[int], cols: int | None, scale: int | None, sources: Sequence[Path] | None,
              parents: Sequence[Path] | None) -> Image.Image:
         """The picture of samples ``indices``: alone, beside their sources, or below their parents."""
@@ -134,14 +133,6 @@ class SampleFolder:
         if parents is not None:
             return parents_grid([read_image(p) for p in parents], samples, cols, scale)
         return make_grid(samples, nrow=cols, scale=scale or display_scale(samples[0].shape[-1]))
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """An image file as uint8 (C, H, W), RGB."""
-    from .data import load_image
-
-    with Image.open(path) as image:
-        return load_image(image)
 
 
 def _as_json(settings: dict) -> dict:

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .. import data
 from ..errors import DLCError
+from ..imageio import read_image
 from ..npzio import read_npz_array
 
 TORCHSCRIPT_EXTRACTOR = "dlc-inception-torchscript"
@@ -285,8 +285,7 @@ class ImageSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.files is not None:
-            with Image.open(self.files[i]) as file:
-                image = data.load_image(file, self.size)
+            image = read_image(self.files[i], self.size)
         elif self.nhwc is not None:
             image = torch.from_numpy(np.array(self.nhwc[i])).permute(2, 0, 1)
         elif self.dataset is not None:
