@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -530,7 +531,8 @@ def sample_stage(plan: Plan, command: list[str]) -> dict:
 # checks of what each stage wrote
 
 
-def check_outputs(plan: Plan, what: str) -> dict:
+def check_outputs(plan: Plan, what: str, run_dir: Path | None = None) -> dict:
+    """What the stage ``what`` wrote, checked; ``run_dir``: a training stage's run directory."""
     import numpy as np
 
     work = plan.work
@@ -551,12 +553,10 @@ def check_outputs(plan: Plan, what: str) -> dict:
         entries = sorted(k for k in first if not k.startswith("__"))
         assert {"code.npy", "code_flip.npy", "latent.npy", "latent_flip.npy"} <= set(entries), entries
         assert "png" not in first, "--no-png shards hold no images"
-        latent = np.load(__import__("io").BytesIO(first["latent.npy"]))
+        latent = np.load(io.BytesIO(first["latent.npy"]))
         assert latent.shape == (4, 32, 32), latent.shape
         return {"shards": len(shards), "entries": entries, "latent": list(latent.shape)}
     if what in ("dit", "prior", "text"):
-        run_dir = {"dit": "runs/imagenet/dit_xl2_dlc512", "prior": "runs/imagenet/prior_dlc512",
-                   "text": "runs/imagenet/text_llada"}[what]
         metrics = [json.loads(line) for line in (work / run_dir / "metrics.jsonl").read_text().splitlines()]
         losses = [m["loss"] for m in metrics if "loss" in m]
         out = {"logged_steps": [m["step"] for m in metrics if "loss" in m], "last_loss": losses[-1]}
@@ -596,8 +596,8 @@ def rehearse(plan: Plan, commands: list[list[str]]) -> list[dict]:
         plan.log(f"\n=== {what}: {row['readme']}")
         started = time.time()
         try:
-            if what in SIZES:
-                run_dir = Path(load_run_dir(what, ran))
+            run_dir = Path(load_run_dir(what, ran)) if what in SIZES else None
+            if run_dir is not None:
                 row["resume"] = training_stage(plan, ran, run_dir)
             elif what in ("codes", "shards"):
                 row["resume"] = encode_stage(plan, ran)
@@ -612,7 +612,7 @@ def rehearse(plan: Plan, commands: list[list[str]]) -> list[dict]:
                 run(plan, ran)
                 if what == "fid":
                     row["resume"] = "one pass; its Inception features are cached, so a re-run reuses them"
-            row["checks"] = check_outputs(plan, what)
+            row["checks"] = check_outputs(plan, what, run_dir)
             row["ok"] = True
         except (StageFailed, AssertionError, OSError, subprocess.SubprocessError) as e:
             row["ok"], row["error"] = False, f"{type(e).__name__}: {e}"
