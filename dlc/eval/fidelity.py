@@ -388,8 +388,8 @@ def fid(samples, reference: str | Path | torch.Tensor = "emoji-32", *, kid: bool
     precision/recall against its ``arr_0``. Otherwise FID with KID, Inception Score (when the
     network has logits) and precision/recall (``prc``) through torch-fidelity.
 
-    ``device``: "auto" (CUDA when present), "cpu" or "cuda". Features of dataset references (and,
-    against an ADM batch, of every image set given as files) are cached in ``cache_root``
+    ``device``: "auto" (CUDA when present), "cpu" or "cuda". Features of references other than a
+    tensor (and, against an ADM batch, of every image set given as files) are cached in ``cache_root``
     (default ``dlc.data.cache_dir() / "fidelity"``). Returns a dict: the metrics computed (fid,
     sfid, kid, kid_std, is, is_std, precision, recall, f_score), num_samples, num_reference,
     reference, feature_extractor, weights, seconds, and protocol ("adm" or "torch-fidelity")."""
