@@ -24,11 +24,24 @@ def loading_errors(cls: type, name_or_path, subfolder: str | None = None) -> Ite
     folder = Path(name_or_path) / (subfolder or "")
     if folder.is_dir():
         check_saved_class(folder, cls)
+    elif not Path(name_or_path).exists() and not is_hub_repo_id(str(name_or_path)):
+        raise CheckpointError(f"{folder} does not exist: expected a run directory, a model folder or a hub repo id")
     try:
         yield
     except (OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {reason}") from e
+
+
+def is_hub_repo_id(name: str) -> bool:
+    """True for a name the Hugging Face hub could hold (``name`` or ``owner/name``), not for a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def check_saved_class(folder: Path, cls: type) -> None:

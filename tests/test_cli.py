@@ -161,6 +161,8 @@ def test_library_errors_a_user_can_trigger_are_one_line_with_status_1(tiny_flow_
     assert "'ddpm' does not fit the flow objective" in _one_line_error(capsys, "sample")
     assert main(["eval", "codes", "--run", str(run)]) == 1
     assert "holds a saved DiT, not a DLCEncoder" in _one_line_error(capsys, "eval")
+    assert main(["eval", "codes", "--run", str(tiny_flow_dit / "no" / "such" / "run")]) == 1  # a typo, not a hub id
+    assert "no/such/run does not exist: expected a run directory" in _one_line_error(capsys, "eval")
     damaged = tiny_flow_dit / "damaged"
     shutil.copytree(run, damaged)
     (damaged / "model" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
