@@ -17,7 +17,7 @@ import torch
 
 from dlc.data.glyphs import glyph_plan, load_glyphs, render_glyphs
 from dlc.data.holdout import heldout_glyphs
-from dlc.data.images import to_float
+from dlc.data.images import to_float, to_uint8
 from dlc.eval.glyphs import JUDGE_EPOCHS, GlyphJudges, degrade, judge_accuracy, train_glyph_judges
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     judges = GlyphJudges(net, args.size)
     test = load_glyphs(args.size, "test")
     degraded = test.subset(range(len(test)))
-    degraded.images = ((degrade(to_float(test.images), torch.Generator().manual_seed(0)) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    degraded.images = to_uint8(degrade(to_float(test.images), torch.Generator().manual_seed(0)))
     _, predict_s = timed(judges.predict, test.images)
     result = {
         "size": args.size, "threads": args.threads, "epochs": args.epochs, "images": len(items),
