@@ -144,16 +144,15 @@ def load_glyph_judges(size: int = 32, device: str | torch.device = "cpu") -> Gly
     """The judges for ``size``-pixel glyphs: trained and measured on the test split the first time,
     then read from ``cache_dir()``."""
     path = cache_dir() / f"glyph-judges-{size}-v{JUDGE_VERSION}.pt"
-    net = GlyphJudgeNet({f: len(names) for f, names in FACTORS.items()})
     if path.exists():
         stored = torch.load(path, map_location="cpu", weights_only=True)
+        net = GlyphJudgeNet({f: len(names) for f, names in FACTORS.items()})
         net.load_state_dict(stored["state_dict"])
         return GlyphJudges(net.to(device), size, stored["accuracy"])
-    net = train_glyph_judges(size)
-    judges = GlyphJudges(net, size)
+    judges = GlyphJudges(train_glyph_judges(size), size)
     judges.accuracy = judge_accuracy(judges, load_glyphs(size, "test"))
     with atomic_write(path) as partial:
-        torch.save({"state_dict": net.state_dict(), "accuracy": judges.accuracy, "size": size}, partial)
+        torch.save({"state_dict": judges.net.state_dict(), "accuracy": judges.accuracy, "size": size}, partial)
     judges.net.to(device)
     return judges
 
