@@ -90,6 +90,11 @@ def test_offline_download_failure_becomes_the_missing_weights_error(monkeypatch,
     assert main(["fid", str(tmp_path), "--reference", str(tmp_path)]) == 1  # the CLI prints one line
 
 
+def test_fid_command_names_missing_samples_in_one_line(tmp_path, capsys):
+    assert main(["fid", str(tmp_path / "nowhere"), "--extractor", "tiny"]) == 1
+    assert f"samples {tmp_path / 'nowhere'}: no such folder or .npz" in capsys.readouterr().err
+
+
 def test_weights_files_are_told_apart(monkeypatch, tmp_path):
     hide_inception(monkeypatch, tmp_path)
     state_dict = tmp_path / "weights.pth"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import DLCError
+
 METRICS = ("fid", "sfid", "kid", "kid_std", "is", "is_std", "precision", "recall")
 
 
@@ -50,6 +52,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from .. import eval as dlc_eval
 
+    if not Path(args.samples).exists():  # before the network is found (or downloaded)
+        raise DLCError(f"samples {args.samples}: no such folder or .npz")
     metrics = dlc_eval.fid(
         args.samples, args.reference, kid=not args.no_kid, prc=args.prc, feature_extractor=args.extractor,
         inception_weights=args.inception_weights, batch_size=args.batch_size, device=args.device,
