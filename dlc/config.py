@@ -126,9 +126,10 @@ def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    if unknown:
+    if unknown:  # named by its whole path, as a type error is (load_config finds the override that set it)
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}" + (f" (and {unknown[1:]})" if unknown[1:] else "")
+            f"{where + '.' if where else ''}{unknown[0]}: unknown key {unknown[0]!r}"
+            + (f" (and {unknown[1:]})" if unknown[1:] else "")
             + f"; valid keys are: {', '.join(fields)}"
         )
     return cls(**{name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()})
@@ -200,10 +201,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def _source_of(key: str, path: Path, overrides: Sequence[str]) -> str:
-    """Where the setting ``key`` was written: the override that set it (or a section above it), else the file."""
+    """Where the setting ``key`` was written: the override that set it (or a section above it, or a key
+    inside it: ``trian.steps=5`` for the unknown key ``trian``), else the file."""
     for text in reversed(overrides):  # the last override of a key is the one that counts
         name = text.partition("=")[0].strip()
-        if key == name or key.startswith(name + "."):
+        if key == name or key.startswith(name + ".") or name.startswith(key + "."):
             return f"override {text!r} (on top of {path})"
     return str(path)
 

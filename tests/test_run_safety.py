@@ -196,3 +196,12 @@ def test_a_bad_value_is_blamed_on_the_override_that_set_it_not_the_preset_file(t
     preset.write_text("steps: -5\n")
     with pytest.raises(ConfigError, match=r"^\S*train.yaml: steps: -5"):  # a bad value in the file itself
         load_config(TrainConfig, preset, overrides=["lr=0.01"])
+
+
+def test_an_unknown_key_is_blamed_on_the_override_that_wrote_it():
+    from dlc.stages import STAGES
+
+    with pytest.raises(ConfigError, match=r"^override 'train.stpes=5' \(on top of \S*prior.yaml\): train.stpes: unknown"):
+        STAGES["prior"].load_config("emoji", ["train.stpes=5"])
+    with pytest.raises(ConfigError, match=r"^override 'trian.steps=5' \(on top of \S*prior.yaml\): trian: unknown"):
+        STAGES["prior"].load_config("emoji", ["trian.steps=5"])
