@@ -152,13 +152,17 @@ FAULTS = [planted_pickle, huge_learning_rate, changed_settings, second_training,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results/robustness.json")
-    parser.add_argument("--only", nargs="*", default=None, help="names of faults to run (default: all)")
+    parser.add_argument("--out", default="benchmarks/results/robustness.json", help="JSON (default: %(default)s)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="names of faults to run, each quoted (default: all; the table's names)")
     args = parser.parse_args()
+    faults = {fault.__name__.replace("_", " "): fault for fault in FAULTS}
+    unknown = [name for name in args.only or () if name not in faults]
+    if unknown:
+        parser.error(f"unknown fault {unknown[0]!r}; choose from: {', '.join(map(repr, faults))}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="dlc-robustness-") as tmp:
-        for fault in FAULTS:
-            name = fault.__name__.replace("_", " ")
+        for name, fault in faults.items():
             if args.only and name not in args.only:
                 continue
             root = Path(tmp) / f"f{len(rows)}"
