@@ -95,10 +95,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise DataError(f"image folder {', '.join(map(str, folders))} has no images "
                             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.files = [f for _, f in files]
-        classes = [f.relative_to(folder).parts[0] if len(f.relative_to(folder).parts) > 1 else None
-                   for folder, f in files]
         self.class_names = self._class_names(folders)
-        self.labels = [None if c is None else self.class_names.index(c) for c in classes]
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        self.labels = [label_of[f.relative_to(folder).parts[0]] if f.parent != folder else None
+                       for folder, f in files]
         self.captions = self._read_captions(folders)
         self.size, self.channels = size, channels
         self.skips = SkipCounter()
