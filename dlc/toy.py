@@ -38,11 +38,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
+from .config import NonNegativeInt, PositiveFloat, PositiveInt, Range, validated
 from .errors import ConfigError
 
 METHODS = ("unconditional", "gmm", "oracle")
@@ -52,19 +54,21 @@ KDE_BANDWIDTHS = (0.03, 0.04, 0.05, 0.07, 0.1, 0.14, 0.2, 0.28, 0.4)
 
 @dataclass(frozen=True)
 class ToyConfig:
-    ns: tuple[int, ...] = (9, 121, 400, 900)  # numbers of Gaussians: perfect squares
-    spacing: float = 1.0  # distance between neighbouring means
-    variance: float = 0.1  # of each Gaussian, per axis (std 0.316)
-    train_size: int = 50_000  # training samples (the models and the GMM see the same ones)
-    width: int = 128  # hidden units of the MLP
-    depth: int = 4  # linear layers of the MLP (the paper: a 4-layer MLP)
-    steps: int = 3000  # training steps per model
-    batch_size: int = 512
-    lr: float = 2e-3  # AdamW, cosine decay to 0
-    sample_steps: int = 64  # Euler steps of the sampler
-    kde_samples: int = 20_000  # samples the KDE is fitted on (per model, and for the floor)
-    eval_samples: int = 5_000  # data points the KL is averaged over
-    gmm_iters: int = 100  # EM iterations at most (after k-means++ and 10 k-means iterations)
+    """The experiment's settings; ``run`` checks their ranges as ``dlc.config`` checks a YAML file's."""
+
+    ns: tuple[PositiveInt, ...] = (9, 121, 400, 900)  # numbers of Gaussians: perfect squares
+    spacing: PositiveFloat = 1.0  # distance between neighbouring means
+    variance: PositiveFloat = 0.1  # of each Gaussian, per axis (std 0.316)
+    train_size: PositiveInt = 50_000  # training samples (the models and the GMM see the same ones)
+    width: PositiveInt = 128  # hidden units of the MLP
+    depth: Annotated[int, Range(2)] = 4  # linear layers of the MLP (the paper: a 4-layer MLP)
+    steps: PositiveInt = 3000  # training steps per model
+    batch_size: PositiveInt = 512
+    lr: PositiveFloat = 2e-3  # AdamW, cosine decay to 0
+    sample_steps: PositiveInt = 64  # Euler steps of the sampler
+    kde_samples: PositiveInt = 20_000  # samples the KDE is fitted on (per model, and for the floor)
+    eval_samples: PositiveInt = 5_000  # data points the KL is averaged over
+    gmm_iters: NonNegativeInt = 100  # EM iterations at most (after k-means++ and 10 k-means iterations)
     seed: int = 0
 
     def __post_init__(self):
@@ -424,6 +428,7 @@ def run(config: ToyConfig = ToyConfig(), out: str | Path = "runs/toy", progress:
     numbers are the same whatever the number of workers or cores."""
     from .progress import tqdm
 
+    config = validated(config, where="")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -126,3 +126,9 @@ def test_cli_help_and_a_tiny_run(tmp_path, capsys):
 def test_n_must_be_a_perfect_square(tmp_path, capsys):
     assert main(["toy", "--n", "10", "--out", str(tmp_path)]) == 1
     assert "perfect square" in capsys.readouterr().err
+
+
+def test_a_setting_out_of_range_is_one_line(tmp_path, capsys):
+    assert main(["toy", "--n", "4", "--steps", "0", "--out", str(tmp_path / "toy")]) == 1
+    assert capsys.readouterr().err.strip() == "dlc toy: error: steps: 0 is out of range; expected >= 1"
+    assert not (tmp_path / "toy").exists()  # refused before any work
