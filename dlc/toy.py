@@ -46,6 +46,7 @@ from torch import nn
 
 from .config import NonNegativeInt, PositiveFloat, PositiveInt, Range, validated
 from .errors import ConfigError
+from .files import atomic_write
 
 METHODS = ("unconditional", "gmm", "oracle")
 LABELS = {"unconditional": "unconditional", "gmm": "GMM index", "oracle": "oracle index", "floor": "KDE floor (data)"}
@@ -415,8 +416,10 @@ def _load_saved(config: ToyConfig, out: Path, n: int):
 
 
 def _save(config: ToyConfig, out: Path, n: int, row: dict, points: dict) -> None:
-    np.savez_compressed(out / f"n{n}.npz", **points)
-    (out / f"n{n}.json").write_text(json.dumps({"config": fingerprint(config), "row": row}, indent=1))
+    with atomic_write(out / f"n{n}.npz") as partial:
+        np.savez_compressed(partial, **points)
+    with atomic_write(out / f"n{n}.json") as partial:
+        partial.write_text(json.dumps({"config": fingerprint(config), "row": row}, indent=1))
 
 
 def run(config: ToyConfig = ToyConfig(), out: str | Path = "runs/toy", progress: bool = True,
@@ -456,7 +459,8 @@ def run(config: ToyConfig = ToyConfig(), out: str | Path = "runs/toy", progress:
     results = {"config": asdict(config), "rows": rows, "seconds": round(time.time() - started, 1),
                "kl_estimator": "mean over fresh data x of log p_data(x) - log q_kde(x), q_kde a Gaussian KDE "
                                "(bandwidth per row) on the model's samples; floor: the KDE on fresh data samples"}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    with atomic_write(out / "results.json") as partial:
+        partial.write_text(json.dumps(results, indent=2) + "\n")
     plot_kl(rows, out / "kl.png")
     plot_samples(points, out / "samples.png", config.spacing)
     return results
