@@ -32,6 +32,7 @@ flow-matching loss and Euler sampler (the same path and velocity target as the D
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -309,7 +310,7 @@ def train_model(config: ToyConfig, x: torch.Tensor, index: torch.Tensor | None, 
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
     generator = _generator(config.seed, num_classes, name, "train")
-    recent = []
+    recent = collections.deque(maxlen=100)
     for _ in range(config.steps):
         batch = torch.randint(len(x), (config.batch_size,), generator=generator)
         loss = flow_loss(model, x[batch], None if index is None else index[batch], generator)
@@ -317,7 +318,7 @@ def train_model(config: ToyConfig, x: torch.Tensor, index: torch.Tensor | None, 
         loss.backward()
         optimizer.step()
         schedule.step()
-        recent = (recent + [loss.item()])[-100:]
+        recent.append(loss.item())
         if progress is not None:
             progress.update(1)
     return model.eval(), sum(recent) / len(recent)
@@ -410,7 +411,7 @@ def _load_saved(config: ToyConfig, out: Path, n: int):
     row_path, points_path = out / f"n{n}.json", out / f"n{n}.npz"
     if row_path.is_file() and points_path.is_file():
         stored = json.loads(row_path.read_text())
-        if stored.get("config") == json.loads(json.dumps(fingerprint(config))):
+        if stored.get("config") == fingerprint(config):
             return stored["row"], dict(np.load(points_path))
     return None
 
@@ -561,11 +562,11 @@ def plot_samples(points: dict[int, dict[str, np.ndarray]], path: str | Path, spa
                              squeeze=False)
     for row, (n, sets) in zip(axes, points.items()):
         limit = min((math.isqrt(n) - 1) / 2 * spacing + 1.2, window)  # the grid's half-width and a margin
+        means = GridMixture(n, spacing).means.numpy()
+        means = means[(np.abs(means) <= limit).all(1)]
         for ax, name in zip(row, columns):
             xy = sets[name]
             xy = xy[(np.abs(xy) <= limit).all(1)][:most]
-            means = GridMixture(n, spacing).means.numpy()
-            means = means[(np.abs(means) <= limit).all(1)]
             ax.scatter(xy[:, 0], xy[:, 1], s=0.8, color="0.25", linewidths=0)
             ax.scatter(means[:, 0], means[:, 1], s=12, marker="+", color="tab:red", linewidths=0.6)
             ax.set_xlim(-limit, limit)
