@@ -513,12 +513,12 @@ def sample_stage(plan: Plan, command: list[str]) -> dict:
 
     def first_pngs():
         """the first PNGs are written"""
-        return images.is_dir() and any(images.glob("*.png"))
+        return images.is_dir() and any(images.glob("[0-9]*.png"))
 
     killed = run_and_kill(plan, command, first_pngs)
-    before = {p.name: p.stat().st_mtime_ns for p in images.glob("*.png")}
+    before = {p.name: p.stat().st_mtime_ns for p in images.glob("[0-9]*.png")}
     run(plan, command)
-    after = {p.name: p.stat().st_mtime_ns for p in images.glob("*.png")}
+    after = {p.name: p.stat().st_mtime_ns for p in images.glob("[0-9]*.png")}
     redrawn = [name for name, stamp in before.items() if after.get(name) != stamp]
     if redrawn:
         raise StageFailed(f"the re-run redrew {redrawn}: samples already on disk must be kept")
