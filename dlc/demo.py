@@ -1,15 +1,17 @@
-"""``dlc demo``: the whole pipeline on the 32x32 emoji, stage by stage, ending in a report.
+"""``dlc demo``: the whole pipeline on 32x32 images (the emoji by default; the glyphs, or any image
+folder), stage by stage, ending in a report.
 
 Stages (each a run directory under the demo root; a finished stage is reused on a re-run, an
 interrupted training resumes from its last checkpoint):
 
     encoder  self-supervised SEM encoder            -> encoder/
-    codes    the emoji encoded to codes             -> codes/{train,test}.npy
+    codes    the images encoded to codes            -> codes/{train,test}.npy
     dit      the DLC-conditioned DiT (pixels)       -> dit/
-    prior+text  the masked-diffusion code prior and the text-to-code model, side by side
-                                                    -> prior/, text/
+    prior+text  the masked-diffusion code prior and the text-to-code model, side by side (the
+             prior alone for images without captions) -> prior/, text/
     table    the conditioning table's DiTs          -> table/{none,class,dlc}/
     samples  reconstructions, prior samples, compositions, text-to-image -> report/*.png
+    judge    glyphs only: compositions and prompts judged by the factor classifiers
     evaluate FID for the table, code statistics     -> results.json
     toy      the paper's toy experiment (Section 3): KL of 2-D diffusion models, unconditional
              vs conditioned on a mixture index, as ``dlc toy``  -> toy/
@@ -35,6 +37,7 @@ import torch
 from . import config as configs
 from . import data
 from .codes import load_codes, save_codes
+from .data.folder import split_folders
 from .errors import DLCError
 from .imageio import display_scale, pairs_grid, save_grid, save_image, save_pngs
 from .report import Section, plot_losses, write_report
@@ -59,11 +62,24 @@ class Budget:
     toy_steps: int = 3000  # each toy model's; the demo's toy is `dlc toy` (the same settings and numbers)
     toy_ns: tuple[int, ...] = (9, 121, 400, 900)
 
-    def scaled(self, scale: float) -> Budget:
+    def scaled(self, scale: float, skip: tuple[str, ...] = ()) -> Budget:
+        """Every training budget (steps, the DiT's minutes) times ``scale``, but those in ``skip``."""
         steps = {k: max(1, round(v * scale)) for k, v in asdict(self).items() if k.endswith("_steps")
-                 and k not in ("sample_steps", "prior_sample_steps")}
+                 and k not in ("sample_steps", "prior_sample_steps", *skip)}
         return replace(self, **steps, dit_minutes=self.dit_minutes * scale)
 
+    def for_data(self, train_images: int) -> Budget:
+        """The budgets for a training set of ``train_images``: measured on the 3,283 training emoji, kept
+        for larger sets (the minutes are the limit), shrunk in proportion for smaller ones (fewer images
+        are learned in fewer steps), to a quarter at the least. The toy experiment does not depend on it."""
+        return self.scaled(min(1.0, max(0.25, train_images / EMOJI_TRAIN_IMAGES)), skip=("toy_steps",))
+
+
+EMOJI_TRAIN_IMAGES = 3283  # the budgets above were measured on these
+SIZE = 32  # the demo's image size, every dataset resized to it
+OWN_PRESETS = ("emoji", "glyphs")  # datasets with presets of their own (dlc/configs/NAME/); others use emoji's
+DATA_STAGES = ("encoder", "dit", "text")
+JUDGED_PARENTS = 8  # glyph compositions judged: parent pairs (8 samples each)  # the stages that read images (the prior reads stored codes)
 
 QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=15, prior_steps=30, text_steps=30,
                sample_steps=8, fid_samples=24, prior_sample_steps=16, toy_steps=20, toy_ns=(9, 16))
@@ -78,24 +94,61 @@ SECONDS_PER_STEP = {"encoder": 1.1, "DiT-T/4": 0.55, "DiT-N/4": 0.285, "prior": 
 PAIR_NAMES = ("original", "from code")  # the captions of a reconstruction pair
 
 
+def held_out_split(dataset: str) -> str:
+    """The split the demo evaluates on: "test", an image folder's val/ when it has no test/, or its
+    training images when it has neither (the report says so)."""
+    if not dataset.startswith("imagefolder:"):
+        return "test"
+    return next((s for s in ("test", "val") if s in split_folders(Path(dataset.split(":", 1)[1]))), "train")
+
+
 class Demo:
+    """The demo on ``dataset`` (emoji by default; glyphs, fashion-mnist or imagefolder:PATH): a
+    dataset with its own presets (emoji, glyphs) uses them, any other the emoji presets with its
+    data; prompts, held-out captions and augmentations come from the dataset (dlc/data/defaults.py)."""
+
     def __init__(self, out: str = "runs/demo", quick: bool = False, scale: float = 1.0, fresh: bool = False,
-                 fid_samples: int | None = None, table: bool = True, only_table: bool = False):
+                 fid_samples: int | None = None, table: bool = True, only_table: bool = False,
+                 dataset: str = "emoji"):
         self.root = Path(out)
+        self.dataset = data.canonical_name(dataset)
+        self.train_set = data.in_memory(data.load(self.dataset, size=SIZE, split="train", channels=3))
+        self.test_split = held_out_split(self.dataset)
+        self.test_set = data.in_memory(data.load(self.dataset, size=SIZE, split=self.test_split, channels=3))
+        self.defaults = data.dataset_defaults(self.dataset)
+        self.preset = self.dataset if self.dataset in OWN_PRESETS else "emoji"
         if fresh and self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.budget = (QUICK if quick else Budget()).scaled(scale)
+        self.budget = (QUICK if quick else Budget()).scaled(scale).for_data(len(self.train_set))
         if fid_samples:
             self.budget = replace(self.budget, fid_samples=fid_samples)
         self.quick, self.table, self.only_table = quick, table or only_table, only_table
         self.state_path = self.root / "demo.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.train_set = data.load("emoji", size=32, split="train")
-        self.test_set = data.load("emoji", size=32, split="test")
         self.figures = self.root / "report"
         self.figures.mkdir(exist_ok=True)
         self._pipelines = {}
+
+
+    @property
+    def noun(self) -> str:
+        """What the report calls the images: emoji, glyphs, images."""
+        return self.dataset if self.dataset in OWN_PRESETS else "images"
+
+    @property
+    def captioned(self) -> bool:
+        return self.train_set.captions is not None
+
+    @property
+    def reference_name(self) -> str:
+        """The held-out images, as the report names them."""
+        held_out = {"train": "training", "val": "validation"}.get(self.test_split, self.test_split)
+        return f"{len(self.test_set)} {held_out} {self.noun}"
+
+    @property
+    def labelled(self) -> bool:
+        return self.train_set.labels is not None and self.test_set.labels is not None
 
     # ---- orchestration -----------------------------------------------------------------------------
 
@@ -104,7 +157,7 @@ class Demo:
         dit_min = b.dit_steps * SECONDS_PER_STEP.get(b.dit_arch, 1.0) / 60
         dit_min = min(dit_min, b.dit_minutes) if b.dit_minutes else dit_min
         table_min = 3 * b.table_steps * SECONDS_PER_STEP.get(b.table_arch, 1.0) / 60
-        if self.only_table:  # the table needs the prior alone, on both threads
+        if self.only_table or not self.captioned:  # the prior alone, on both threads (no captions: no text model)
             models = ("prior", self.stage_prior, b.prior_steps * SECONDS_PER_STEP["prior"] / 60)
         else:
             models = ("prior+text", self.stage_prior_and_text, max(b.prior_steps * SECONDS_PER_STEP["prior 1 thread"],
@@ -117,13 +170,16 @@ class Demo:
             models,
             ("table", self.stage_table, table_min),
             ("samples", self.stage_samples, 2.0),
+            ("judge", self.stage_judge, 3.0),
             # each FID set: sampling and Inception features, measured ~0.36 s an image
             ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * fid_sets / 60),
             ("toy", self.stage_toy, 3 * len(b.toy_ns) * b.toy_steps * SECONDS_PER_STEP["toy"] / 60),
             ("report", self.stage_report, 0.1),
         ]
+        if self.dataset != "glyphs":
+            stages = [s for s in stages if s[0] != "judge"]
         if self.only_table:
-            stages = [s for s in stages if s[0] not in ("dit", "samples", "toy")]
+            stages = [s for s in stages if s[0] not in ("dit", "samples", "judge", "toy")]
         elif not self.table:
             stages = [s for s in stages if s[0] != "table"]
         return stages
@@ -149,11 +205,13 @@ class Demo:
         return report
 
     def _config(self, stage: str, run: str, steps: int, settings: dict | None = None):
-        """The emoji preset of ``stage`` for one of the demo's models: its run directory, steps and settings."""
+        """The demo's preset of ``stage`` for one of its models: its run directory, data, steps and settings."""
         changes = {"run_dir": str(self.root / run), "train.steps": steps, **(settings or {})}
+        if stage in DATA_STAGES:
+            changes = {"data.dataset": self.dataset, "data.size": SIZE, "data.channels": 3, **changes}
         if self.quick:
             changes["train.checkpoint_every"] = max(1, steps)
-        return configs.replace(STAGES[stage].load_config("emoji"), **changes)
+        return configs.replace(STAGES[stage].load_config(self.preset), **changes)
 
     def _train(self, stage: str, run: str, steps: int, settings: dict | None = None) -> RunDir:
         return STAGES[stage].train(self._config(stage, run, steps, settings))
@@ -196,11 +254,13 @@ class Demo:
             "cuda" if torch.cuda.is_available() else "cpu")
 
     def stage_codes(self) -> dict:
-        from .eval.codes import batched, evaluate_codes
+        from .eval.codes import batched, evaluate_codes, usage_stats
 
         encoder = self.encoder()
         for split, dataset in (("train", self.train_set), ("test", self.test_set)):
             save_codes(self.root / "codes" / f"{split}.npy", batched(encoder.encode, dataset.images))
+        if not self.labelled:
+            return {"usage": usage_stats(load_codes(self.root / "codes" / "train.npy"), self.vocab_size)}
         return evaluate_codes(encoder, self.train_set, self.test_set, progress=False)
 
     @cached_property
@@ -243,7 +303,8 @@ class Demo:
     def stage_table(self) -> dict:
         b = self.budget
         common = {"model.arch": b.table_arch, "sample.steps": b.sample_steps}
-        rows = {"none": {"condition.kind": "none"}, "class": {"condition.kind": "class"}, "dlc": self.dlc_condition()}
+        rows = {"none": {"condition.kind": "none"}, **({"class": {"condition.kind": "class"}} if self.labelled else {}),
+                "dlc": self.dlc_condition()}
         for name, condition in rows.items():
             print(f"  table: training the {name} DiT ({b.table_steps} steps)")
             self._train("dit", f"table/{name}", b.table_steps, {**common, **condition})
@@ -272,11 +333,9 @@ class Demo:
                     output_type="uint8", **inputs).images
 
     def stage_samples(self) -> dict:
-        from .data.holdout import heldout_emoji
-
         g, n = self.budget.guidance, 16
         real = self.test_set.images[:n]
-        save_grid(real, self.figures / "real.png", labels=self.test_set.captions[:n], nrow=8, scale=2)
+        save_grid(real, self.figures / "real.png", labels=self.names(self.test_set)[:n], nrow=8, scale=2)
         recon = self.generate(self.pipeline(encoder="encoder"), g, image=real)
         save_image(pairs_grid(real, recon, names=PAIR_NAMES), self.figures / "reconstructions.png")
         train_real = self.train_set.images[:n]
@@ -284,36 +343,117 @@ class Demo:
         save_image(pairs_grid(train_real, train_recon, names=PAIR_NAMES), self.figures / "reconstructions_train.png")
         prior_samples = self.generate(self.pipeline(prior="prior"), g, num_images=32)
         save_grid(prior_samples, self.figures / "prior_samples.png", nrow=8, scale=2)
-        test_codes = load_codes(self.root / "codes" / "test.npy")
-        rows, parents = [], [(0, 5), (12, 40), (60, 100), (150, 200)]
-        for a, b in parents:
-            composed = self.generate(self.pipeline(), g, seed=a, compose=[test_codes[a], test_codes[b]], num_images=6)
-            rows.append(torch.cat([self.test_set.images[a:a + 1], self.test_set.images[b:b + 1], composed]))
+        parents = self.composition_parents(4)
+        rows = [torch.cat([self.test_set.images[[a, b]], composed])
+                for (a, b), composed in zip(parents, self.compositions(parents, 6))]
         save_grid(torch.cat(rows), self.figures / "compositions.png", nrow=8, scale=display_scale(rows[0].shape[-1]),
                   labels=(["parent A", "parent B"] + [""] * 6) * len(parents))
-        train_prompts = ["red apple", "grinning face", "cat face", "rocket"]
-        _, heldout = heldout_emoji(data.load("emoji", size=32, split="all"))
-        for name, prompts in (("text_train", train_prompts), ("text_heldout", heldout[:4])):
+        result = {"parents": parents}
+        for name, prompts in self.prompts().items():
             images = self.generate(self.pipeline(text_model="text"), g, prompt=prompts, num_images_per_prompt=4)
-            save_grid(images, self.figures / f"{name}.png", labels=[p for p in prompts for _ in range(4)], nrow=4,
+            save_grid(images, self.figures / f"text_{name}.png", labels=[p for p in prompts for _ in range(4)], nrow=4,
                       scale=2)
-        return {"parents": parents, "train_prompts": train_prompts, "heldout_prompts": heldout[:4]}
+            result[f"{name}_prompts"] = prompts
+        return result
+
+    def compositions(self, parents: list[tuple[int, int]], num: int) -> list[torch.Tensor]:
+        """``num`` images composed from the test codes of each (A, B) pair of test indices, seeded by A."""
+        test_codes = load_codes(self.root / "codes" / "test.npy")
+        return [self.generate(self.pipeline(), self.budget.guidance, seed=a, compose=[test_codes[a], test_codes[b]],
+                              num_images=num) for a, b in parents]
+
+    def composition_parents(self, num: int) -> list[tuple[int, int]]:
+        """``num`` pairs of test images (indices) drawn with a fixed seed, the two differing in every known
+        factor (the glyphs' letter, colour, background and font) or at least in label."""
+        fields = [torch.as_tensor(self.test_set.fields[f]) for f in getattr(self.test_set, "factors", {})]
+        if not fields and self.test_set.labels is not None:
+            fields = [self.test_set.labels]
+        order = torch.randperm(len(self.test_set), generator=torch.Generator().manual_seed(0)).tolist()
+        pairs = []
+        for a, b in zip(order[0::2], order[1::2]):
+            if all(f[a] != f[b] for f in fields):
+                pairs.append((a, b))
+            if len(pairs) == num:
+                break
+        return pairs
+
+    def prompts(self) -> dict[str, list[str]]:
+        """Up to four prompts seen in text training ("train") and four held out of it ("heldout"),
+        from the dataset's own (dlc/data/defaults.py) and its captions; none without captions."""
+        if not self.captioned:
+            return {}
+        heldout = self.defaults.heldout or (lambda caption: False)
+        captions = [c for c in dict.fromkeys([*self.defaults.prompts, *self.train_set.captions,
+                                              *(self.test_set.captions or [])]) if c]
+        chosen = {"train": [c for c in captions if not heldout(c)][:4], "heldout": [c for c in captions if heldout(c)][:4]}
+        return {name: prompts for name, prompts in chosen.items() if prompts}
+
+    @staticmethod
+    def names(dataset) -> list[str | None]:
+        """Each image's caption, else its class name, else nothing."""
+        if dataset.captions is not None:
+            return list(dataset.captions)
+        if dataset.labels is not None:
+            return [dataset.class_names[i] for i in dataset.labels.tolist()]
+        return [None] * len(dataset)
 
     # ---- evaluation --------------------------------------------------------------------------------
+
+    def stage_judge(self) -> dict:
+        """Glyphs only: compositions and prompts judged by the factor classifiers (dlc.eval.glyphs).
+        Compositions: parents that differ in letter and colour, 8 samples each; a cross is the letter of
+        one parent in the colour of the other. Prompts: two captions of each of four colour x letter pairs
+        seen in text training, and of the four held out of it, 4 images each."""
+        from .eval.glyphs import composition_scores, load_glyph_judges, prompt_scores
+
+        judges = load_glyph_judges(SIZE, "cuda" if torch.cuda.is_available() else "cpu")
+        pair_of = self.glyph_pairs()
+        parents = self.composition_parents(JUDGED_PARENTS)
+        captions = self.test_set.captions
+        per_parents = [composition_scores(pair_of[captions[a]], pair_of[captions[b]], judges.names(judges.predict(images)))
+                       for (a, b), images in zip(parents, self.compositions(parents, 8))]
+        result = {"composition": {k: sum(p[k] for p in per_parents) / len(per_parents) for k in per_parents[0]},
+                  "parents": len(parents), "samples_per_parents": 8, "judges": judges.accuracy}
+        for name, prompts in self.judged_prompts().items():
+            images = self.generate(self.pipeline(text_model="text"), self.budget.guidance, seed=2, prompt=prompts,
+                                   num_images_per_prompt=4)
+            scores = prompt_scores([pair_of[p] for p in prompts for _ in range(4)], judges.names(judges.predict(images)))
+            result[f"{name}_prompts"] = {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
+        return result
+
+    def glyph_pairs(self) -> dict[str, tuple[str, str]]:
+        """Every glyph caption -> its (letter, colour) names."""
+        return {c: (letter, colour) for split in (self.train_set, self.test_set)
+                for c, letter, colour in zip(split.captions, split.fields["letter_name"], split.fields["colour_name"])}
+
+    def judged_prompts(self) -> dict[str, list[str]]:
+        """Two captions each of four colour x letter pairs seen in text training ("train", spread over
+        the training split) and of the four held out of it ("heldout", from the test split)."""
+        pair_of = self.glyph_pairs()
+        chosen = {}
+        for name, split in (("train", self.train_set), ("heldout", self.test_set)):
+            by_pair = {}
+            for caption in split.captions:
+                if bool(self.defaults.heldout(caption)) == (name == "heldout"):
+                    by_pair.setdefault(pair_of[caption], []).append(caption)
+            pairs = list(by_pair.values())
+            chosen[name] = [c for captions in pairs[::max(1, len(pairs) // 4)][:4] for c in captions[:2]]
+        return chosen
 
     def stage_evaluate(self) -> dict:
         from .eval import fid
 
         n, g = self.budget.fid_samples, self.budget.guidance
-        reference = "emoji-32-test"  # the held-out test emoji; a dataset name, so its features are cached
+        reference = f"{self.dataset}-{SIZE}-{self.test_split}"  # by name, so that its features are cached
         test_codes = load_codes(self.root / "codes" / "test.npy")
         pick = torch.arange(n) % len(test_codes)
-        labels = torch.as_tensor(self.test_set.labels)[pick].view(-1, 1)
         # label -> (DiT run, parts, inputs, guidance)
         sets = {}
         if self.table:
             sets["none (unconditional DiT)"] = ("table/none", {}, {"num_images": n}, 1.0)
-            sets["class label (subgroup)"] = ("table/class", {}, {"codes": labels}, 1.0)
+            if self.labelled:
+                labels = self.test_set.labels[pick].view(-1, 1)
+                sets["class label"] = ("table/class", {}, {"codes": labels}, 1.0)
             sets["DLC from the prior"] = ("table/dlc", {"prior": "prior"}, {"num_images": n}, 1.0)
             sets["DLC encoded from test images"] = ("table/dlc", {}, {"codes": test_codes[pick]}, 1.0)
         if not self.only_table:
@@ -326,11 +466,11 @@ class Demo:
             save_pngs(images, self.root / "fid" / run.replace("/", "-") / label.split(" ")[0].lower())
             scores = fid(images, reference, kid=False, isc=False, progress=False)
             rows.append({"conditioning": label, "FID": round(scores["fid"], 1), "samples": n,
-                         "reference": f"{len(self.test_set)} test emoji", "sampler": f"{self.budget.sample_steps} steps"})
+                         "reference": self.reference_name, "sampler": f"{self.budget.sample_steps} steps"})
             print(f"  FID {label}: {scores['fid']:.1f}")
         real = fid(self.train_set.images[:n], reference, kid=False, isc=False, progress=False)
-        rows.append({"conditioning": "real train emoji (floor at this sample count)", "FID": round(real["fid"], 1),
-                     "samples": n, "reference": f"{len(self.test_set)} test emoji", "sampler": "-"})
+        rows.append({"conditioning": f"real training {self.noun} (floor at this sample count)", "FID": round(real["fid"], 1),
+                     "samples": n, "reference": self.reference_name, "sampler": "-"})
         return {"fid": rows}
 
     # ---- the toy experiment -------------------------------------------------------------------------
@@ -370,52 +510,98 @@ class Demo:
         plot_losses({k: v for k, v in runs.items() if v.metrics_path.exists()}, self.figures / "losses.png")
         seconds = {name: s["seconds"] for name, s in self.state.items()}
         total = sum(seconds.values()) / 60
-        b = self.budget
+        b, noun = self.budget, self.noun
+        results = {name: stage["result"] for name, stage in self.state.items()}
+        sections = self.picture_sections() if "samples" in results else []  # only the pictures this run made
+        if "judge" in results:
+            sections.append(self.judge_section(results["judge"], results["codes"]))
+        if "evaluate" in results:
+            sections.append(Section(
+                "The paper's conditioning table at demo scale" if self.table else "FID",
+                f"Table rows: the same DiT ({b.table_arch}, {b.table_steps} steps each), sampled without guidance; "
+                f"FID on {b.fid_samples} samples against the {self.reference_name} (biased high at this "
+                "count: compare rows, not with the paper). Reproduce with `dlc demo --table`.",
+                tables=[results["evaluate"]["fid"]]))
+        if "codes" in results:
+            sections.append(self.codes_section(results["codes"], noun))
+        if "toy" in results:
+            sections.append(self.toy_section(results["toy"]))
+        sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
+        sections.append(Section("Time", f"Total {total:.1f} min on this machine.",
+                                tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
+        title = {"emoji": "colour emoji", "glyphs": "glyphs (rendered letters)"}.get(self.dataset, self.dataset)
+        write_report(self.root, f"dlc demo: Discrete Latent Codes on {title}",
+                     f"Encoder, DiT, prior{' and text model' if self.captioned else ''} trained from scratch on "
+                     f"{len(self.train_set)} {noun} at {SIZE}x{SIZE} "
+                     f"{'(quick smoke run: quality not expected)' if self.quick else ''}.", sections)
+        return {}
+
+    def picture_sections(self) -> list[Section]:
+        b, noun, held_out = self.budget, self.noun, self.reference_name
+        unseen = ("never seen by any model" if self.test_split != "train" else
+                  "the folder has no test/ or val/ split, so these were seen in training")
         sections = [
-            Section("Real emoji (test split)", images=[("report/real.png", "held-out test emoji with their names")]),
+            Section(f"Real {noun} ({held_out})", images=[("report/real.png", f"the {held_out} with their names")]),
             Section("Reconstructions: image → code → image",
-                    f"Each emoji beside the DiT's image from its {self.code_shape()} code "
-                    f"({b.sample_steps} sampler steps, guidance {b.guidance}). The first are test emoji, never seen "
-                    "by any model; the second training emoji.",
-                    images=[("report/reconstructions.png", "test emoji: each original beside its image from its code"),
-                            ("report/reconstructions_train.png", "the same for training emoji")]),
+                    f"Each image beside the DiT's image from its {self.code_shape()} code ({b.sample_steps} sampler "
+                    f"steps, guidance {b.guidance}). The first are from the {held_out} ({unseen}); the second from "
+                    "the training images.",
+                    images=[("report/reconstructions.png", "held-out images: each original beside its image from its code"),
+                            ("report/reconstructions_train.png", "the same for training images")]),
             Section("Unconditional samples: codes from the prior, images from the DiT",
                     images=[("report/prior_samples.png", "32 codes drawn from the masked-diffusion prior")]),
             Section("Compositions", "Each row: parent A, parent B, then six images from codes whose tokens "
                     "are taken at random from A or B (positions where both agree stay fixed).",
                     images=[("report/compositions.png", "parents, then composed samples")]),
-            Section("Text to image", "Codes generated from a prompt by the text model, then images by the DiT. "
-                    "Held-out prompts name emoji whose combination of parts was left out of text training.",
-                    images=[("report/text_train.png", "prompts seen in training"),
-                            ("report/text_heldout.png", "held-out compositional prompts")]),
         ]
-        if "evaluate" in self.state:
-            sections.append(Section(
-                "The paper's conditioning table at demo scale",
-                f"Table rows: the same DiT ({b.table_arch}, {b.table_steps} steps each), sampled without guidance; "
-                f"FID on {b.fid_samples} samples against the {len(self.test_set)} test emoji (biased high at this "
-                "count: compare rows, not with the paper). Reproduce with `dlc demo --table`.",
-                tables=[self.state["evaluate"]["result"]["fid"]]))
-        if "codes" in self.state:
-            sections.append(self.codes_section(self.state["codes"]["result"]))
-        if "toy" in self.state:
-            sections.append(self.toy_section(self.state["toy"]["result"]))
-        sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
-        sections.append(Section("Time", f"Total {total:.1f} min on this machine.",
-                                tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
-        write_report(self.root, "dlc demo: Discrete Latent Codes on colour emoji",
-                     f"Encoder, DiT, prior and text model trained from scratch on {len(self.train_set)} emoji at 32x32 "
-                     f"{'(quick smoke run: quality not expected)' if self.quick else ''}.", sections)
-        return {}
+        prompts = self.state["samples"]["result"]
+        texts = [(f"report/text_{name}.png", caption) for name, caption in
+                 (("train", "prompts seen in training"), ("heldout", "held-out prompts")) if f"{name}_prompts" in prompts]
+        if texts:
+            sections.append(Section("Text to image", "Codes generated from a prompt by the text model, then images "
+                                    "by the DiT. Held-out prompts name captions left out of text training (the "
+                                    "dataset's held-out list).", images=texts))
+        return sections
 
     @staticmethod
-    def codes_section(result: dict) -> Section:
-        accuracy = [{"subgroup accuracy on test emoji": name, "one-hot codes": result["codes"][key],
+    def judge_section(judged: dict, codes: dict) -> Section:
+        """The glyph goals, each judged: probes from the codes stage, compositions and prompts by the
+        factor classifiers."""
+        factors, composition = codes["factors"], judged["composition"]
+        rows = [
+            ("letter probe from codes", factors["letter"]["codes"],
+             f"≥ 0.80 and ≥ 0.9 of the features' ({factors['letter']['features']:.3f}): ratio {factors['letter']['ratio']:.2f}"),
+            ("colour probe from codes", factors["colour"]["codes"], f"≥ 0.95 (features {factors['colour']['features']:.3f})"),
+            ("compositions: a cross (letter of one parent, colour of the other)", composition["cross"], "≥ 0.25"),
+            ("compositions: parent A's own letter and colour", composition["parent_a"], ""),
+            ("compositions: parent B's own letter and colour", composition["parent_b"], ""),
+            *[(f"{kind} prompts: right letter and colour (letter {p['letter']:.2f}, colour {p['colour']:.2f})",
+               p["both"], goal) for kind, p, goal in (("held-out", judged["heldout_prompts"], "≥ 0.50"),
+                                                     ("trained", judged["train_prompts"], ""))],
+        ]
+        judges = ", ".join(f"{f} {a:.3f}" for f, a in judged["judges"].items())
+        return Section(
+            "Glyphs judged by their factors",
+            f"Linear probes on the test glyphs' one-hot codes; compositions of {judged['parents']} test-image pairs "
+            f"that differ in letter and colour ({judged['samples_per_parents']} samples each) and images drawn for "
+            f"{judged['heldout_prompts']['images']} held-out / {judged['train_prompts']['images']} trained prompts, "
+            f"judged by classifiers trained on another rendering (their accuracy on real test glyphs: {judges}).",
+            tables=[[{"measure": m, "value": round(v, 3), "goal": g} for m, v, g in rows]])
+
+    @staticmethod
+    def codes_section(result: dict, noun: str) -> Section:
+        usage = [{"code usage (training images)": k.replace("_", " "), "value": v} for k, v in result["usage"].items()]
+        if "codes" not in result:
+            return Section("Codes", "How the codes use their values (the images have no labels to probe).",
+                           tables=[usage])
+        accuracy = [{f"label accuracy on the held-out {noun}": name, "one-hot codes": result["codes"][key],
                      "continuous features": result["features"][key]}
                     for name, key in (("linear probe", "linear_probe"), ("20-NN", "knn"))]
-        usage = [{"code usage (training emoji)": k.replace("_", " "), "value": v} for k, v in result["usage"].items()]
-        return Section("Codes", "How much of an emoji's class its code keeps, and how the codes use their values. "
-                       "Chance is about 1% (99 subgroups).", tables=[accuracy, usage])
+        factors = [{"factor": f, "chance": r["chance"], "one-hot codes": r["codes"], "continuous features": r["features"],
+                    "ratio": r["ratio"]} for f, r in result.get("factors", {}).items()]
+        return Section("Codes", f"How much of an image's label its code keeps (linear probe and 20-NN on one-hot "
+                       "codes against the encoder's continuous features), and how the codes use their values.",
+                       tables=[accuracy, *([factors] if factors else []), usage])
 
     def code_shape(self) -> str:
         codes = load_codes(self.root / "codes" / "test.npy")

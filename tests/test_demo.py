@@ -33,7 +33,7 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     assert (out / "report.md").read_text().count("![") == len(pictures)
 
     rows = state["evaluate"]["result"]["fid"]
-    assert [r["conditioning"] for r in rows[:4]] == ["none (unconditional DiT)", "class label (subgroup)",
+    assert [r["conditioning"] for r in rows[:4]] == ["none (unconditional DiT)", "class label",
                                                      "DLC from the prior", "DLC encoded from test images"]
     assert all(r["FID"] > 0 and r["samples"] == 8 for r in rows)
     assert "DLC encoded from test images" in html and "<table>" in html
@@ -71,3 +71,52 @@ def test_models_trained_side_by_side_report_which_failed(tmp_path):
     assert (tmp_path / "d" / "configs" / "prior.yaml").is_file()
     with pytest.raises(ConfigError, match="no_such"):  # a wrong key fails here, before any child starts
         demo._train_side_by_side([("prior", "prior", 1, {"no_such.key": 1})])
+
+
+def test_demo_on_a_folder_without_captions_or_test_split_skips_text_and_says_what_stood_in(tmp_path):
+    from PIL import Image
+
+    from dlc.demo import Demo
+
+    folder = tmp_path / "shapes"
+    for name, rgb in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (20, 20), tuple(min(255, c + 6 * i) for c in rgb)).save(folder / name / f"{i}.png")
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", f"imagefolder:{folder}", "--quick", "--scale", "0.3", "--fid-samples", "8",
+                 "--out", str(out)]) == 0
+    state = json.loads((out / "demo.json").read_text())
+    assert list(state) == ["encoder", "codes", "dit", "prior", "table", "samples", "evaluate", "toy", "report"]
+    assert not (out / "text").exists() and (out / "table" / "class").is_dir()  # no captions: no text model
+    assert state["codes"]["result"]["codes"]["linear_probe"] >= 0  # labels from the class folders
+    rows = [r["conditioning"] for r in state["evaluate"]["result"]["fid"]]
+    assert rows[1] == "class label" and all(r["reference"] == "24 training images" for r in state["evaluate"]["result"]["fid"])
+    html = (out / "report.html").read_text()
+    assert "so these were seen in training" in html and "text_train.png" not in html
+    assert f"dataset: imagefolder:{folder}" in (out / "encoder" / "config.yaml").read_text()
+    assert f"dataset: imagefolder:{folder}" in (out / "dit" / "config.yaml").read_text()
+    assert Demo(str(out), quick=True, dataset=f"imagefolder:{folder}").budget.dit_steps == round(
+        QUICK.dit_steps * 0.25)  # 24 images: a quarter of the budgets
+
+
+def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_path, monkeypatch):
+    from dlc.eval import glyphs as judging
+
+    quick = judging.GlyphJudges(judging.train_glyph_judges(32, epochs=1, limit=256), 32, {"letter": 0.5})
+    monkeypatch.setattr(judging, "load_glyph_judges", lambda size, device="cpu": quick)
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", "glyphs", "--quick", "--scale", "0.3", "--fid-samples", "8", "--no-table",
+                 "--out", str(out)]) == 0
+    state = json.loads((out / "demo.json").read_text())
+    assert "judge" in state and "table" not in state
+    judged = state["judge"]["result"]
+    assert judged["parents"] == 8 and 0 <= judged["composition"]["cross"] <= 1
+    assert judged["heldout_prompts"]["images"] == judged["train_prompts"]["images"] == 32
+    heldout = state["samples"]["result"]["heldout_prompts"]  # the held-out pairs' captions
+    assert heldout and all(c.split(" on ")[0] in ("red K", "blue S", "green R", "purple E") for c in heldout)
+    factors = state["codes"]["result"]["factors"]
+    assert set(factors) == {"letter", "colour", "background", "font"}
+    html = (out / "report.html").read_text()
+    assert "Glyphs judged by their factors" in html and "letter probe from codes" in html
+    assert "on glyphs (rendered letters)" in html

@@ -39,7 +39,8 @@ class DatasetDefaults:
 
 BUILT_IN = {
     "emoji": DatasetDefaults(
-        prompts=("red apple", "grinning face with smiling eyes", "woman firefighter", "waving hand: dark skin tone"),
+        prompts=("red apple", "grinning face", "cat face", "rocket",  # seen in training, then held out
+                 "woman firefighter", "waving hand: dark skin tone"),
         heldout=is_heldout),
     # letters are not mirror-symmetric and colour is a factor: no flips, no greyscale, weak colour jitter
     "glyphs": DatasetDefaults(
