@@ -1,13 +1,15 @@
 """What a DiT has learned after how many minutes: FID and reconstruction error at each checkpoint.
 
-    python benchmarks/dit_curve.py --run runs/demo/dit --test-codes runs/demo/codes/test.npy
+    python benchmarks/dit_curve.py --run runs/demo/dit --test-codes runs/demo/codes/test.npy --minutes 5 10 15
 
-For every checkpoint of a DiT run (train with ``train.keep_checkpoints=0`` to keep them all), the
-EMA weights generate ``--num`` images from the codes of held-out test emoji and as many from the
-codes of training emoji (the run's ``condition.codes``), with the same sampler settings, then:
-- ``fid``: FID of the test-code images against the test emoji (``--reference``), the standard
-  Inception network; at a few hundred samples FID is biased high (real-vs-real is the floor, also
-  recorded);
+For every checkpoint of a DiT run (train with ``train.keep_checkpoints=0`` to keep them all), or for
+the last checkpoint reached by each of ``--minutes``, the EMA weights generate images from the codes of
+the held-out test images (all of them: 372 test emoji; ``--num`` fewer) and as many from the codes of
+training images (the run's ``condition.codes``), with the same sampler settings, then:
+- ``fid`` and ``kid`` (with its standard deviation over subsets; unbiased, so comparable across sample
+  counts) of the test-code images against the test split (``--reference``, default the run's dataset's
+  test split), the standard Inception network; at a few hundred samples FID is biased high
+  (real-vs-real is the floor, also recorded);
 - ``recon_mse_test`` / ``recon_mse_train``: mean squared error, in [-1, 1] pixel units, between
   each generated image and the emoji whose code made it (image -> code -> image), against
   ``shuffled``: the same images compared with the emoji of another code (the error a model that
@@ -46,6 +48,14 @@ def training_minutes(run: RunDir) -> dict[int, float]:
     return {r["step"]: (r["time"] - start) / 60 for r in rows}
 
 
+def chosen_steps(steps: list[int], minutes: dict[int, float], marks: list[float] | None) -> list[int]:
+    """Every checkpoint step, or for each mark the last one reached by then (distinct, in order)."""
+    if not marks:
+        return steps
+    reached = [max((s for s in steps if minutes.get(s, float("inf")) <= mark), default=None) for mark in marks]
+    return list(dict.fromkeys(s for s in reached if s is not None))
+
+
 def evaluate(pipe, codes: torch.Tensor, originals: torch.Tensor, args) -> tuple[torch.Tensor, float, float]:
     """(uint8 images from ``codes``, MSE to their originals, MSE to shuffled originals)."""
     images = pipe(codes=codes, guidance_scale=args.guidance_scale, num_inference_steps=args.steps,
@@ -58,12 +68,14 @@ def evaluate(pipe, codes: torch.Tensor, originals: torch.Tensor, args) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a DiT run directory (config.yaml, checkpoints/)")
-    parser.add_argument("--test-codes", required=True, help="codes of the test split (.npy, row i = test emoji i)")
-    parser.add_argument("--num", type=int, default=256, help="images per evaluation (default: %(default)s)")
+    parser.add_argument("--test-codes", required=True, help="codes of the test split (.npy, row i = test image i)")
+    parser.add_argument("--num", type=int, default=0, help="images per evaluation (default: 0, every test image)")
+    parser.add_argument("--minutes", type=float, nargs="*", default=None,
+                        help="evaluate the last checkpoint reached by each of these training minutes (default: all)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="(default: %(default)s, no guidance)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference", default="emoji-32-test")
+    parser.add_argument("--reference", default=None, help="(default: the run's dataset's test split, e.g. emoji-32-test)")
     parser.add_argument("--every", type=int, default=1, help="evaluate every k-th checkpoint (default: all)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/dit_curve.json")
@@ -73,9 +85,9 @@ def main() -> None:
 
     run = RunDir(args.run)
     config = load_config(DiTRunConfig, run.config_path)
-    test = dlc.data.load("emoji", size=32, split="test")
-    train = config.data.load("train")
-    pick_test = torch.arange(min(args.num, len(test)))
+    test, train = config.data.load("test"), config.data.load("train")
+    args.reference = args.reference or f"{config.data.dataset}-{config.data.size}-test"
+    pick_test = torch.arange(min(args.num or len(test), len(test)))
     test_codes, train_codes = load_codes(args.test_codes)[pick_test], load_codes(config.condition.codes)[: args.num]
     test_images, train_images = test.images[pick_test], train.images[: args.num]
     objective = get_objective(config.objective)
@@ -87,13 +99,14 @@ def main() -> None:
     floor = dlc_eval.fid(train.images[: len(pick_test)], args.reference, kid=False, isc=False, progress=False)["fid"]
 
     rows = []
-    for step in run.checkpoint_steps()[:: args.every]:
+    for step in chosen_steps(run.checkpoint_steps(), minutes, args.minutes)[:: args.every]:
         model.load_state_dict(load_file(run.checkpoints / str(step) / "ema.safetensors"))
         start = time.perf_counter()
         images, mse_test, shuffled_test = evaluate(pipe, test_codes, test_images, args)
         _, mse_train, shuffled_train = evaluate(pipe, train_codes, train_images, args)
-        fid = dlc_eval.fid(images, args.reference, kid=False, isc=False, progress=False)["fid"]
-        rows.append({"step": step, "minutes": round(minutes.get(step, float("nan")), 2), "fid": round(fid, 1),
+        scores = dlc_eval.fid(images, args.reference, kid=True, isc=False, progress=False)
+        rows.append({"step": step, "minutes": round(minutes.get(step, float("nan")), 2), "fid": round(scores["fid"], 1),
+                     "kid": round(scores["kid"], 4), "kid_std": round(scores["kid_std"], 4),
                      "recon_mse_test": round(mse_test, 4), "shuffled_mse_test": round(shuffled_test, 4),
                      "recon_mse_train": round(mse_train, 4), "shuffled_mse_train": round(shuffled_train, 4),
                      "eval_seconds": round(time.perf_counter() - start, 1)})
@@ -113,9 +126,10 @@ def main() -> None:
     merge_into(args.out, str(run.root), result)
     print(f"\n{config.model.arch}, {config.objective}, batch {config.train.batch_size}, lr {config.train.lr}: "
           f"FID@{len(pick_test)} (floor {floor:.1f}) and reconstruction MSE (shuffled-code MSE)")
-    print(f"{'step':>6} {'min':>6} {'FID':>7} {'test mse':>16} {'train mse':>16}")
+    print(f"{'step':>6} {'min':>6} {'FID':>7} {'KID':>16} {'test mse':>16} {'train mse':>16}")
     for r in rows:
-        print(f"{r['step']:>6} {r['minutes']:>6.1f} {r['fid']:>7.1f} {r['recon_mse_test']:>7.4f} ({r['shuffled_mse_test']:.4f})"
+        print(f"{r['step']:>6} {r['minutes']:>6.1f} {r['fid']:>7.1f} {r['kid']:>7.4f} ± {r['kid_std']:.4f}"
+              f" {r['recon_mse_test']:>7.4f} ({r['shuffled_mse_test']:.4f})"
               f" {r['recon_mse_train']:>7.4f} ({r['shuffled_mse_train']:.4f})")
 
 

@@ -170,7 +170,7 @@ class Demo:
             models,
             ("table", self.stage_table, table_min),
             ("samples", self.stage_samples, 2.0),
-            ("judge", self.stage_judge, 3.0),
+            ("judge", self.stage_judge, 5.0),  # the first time, 4 of them train the judges (then cached)
             # each FID set: sampling and Inception features, measured ~0.36 s an image
             ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * fid_sets / 60),
             ("toy", self.stage_toy, 3 * len(b.toy_ns) * b.toy_steps * SECONDS_PER_STEP["toy"] / 60),

@@ -62,3 +62,13 @@ def test_composition_benchmark_scores_the_generated_images(tiny_pipeline_dir, tm
     assert result["parent_agreement"]["parent_b"]["mean"] == pytest.approx((recoded == b).float().mean().item(), abs=1e-3)
     # scored from black images (the old [0, 1]-as-[-1, 1] mistake) every feature is the same: Vendi 1
     assert expected_vendi > dlc_eval.vendi(pipe.encoder.features(torch.zeros_like(images))) + 0.05
+
+
+def test_dit_curve_evaluates_the_last_checkpoint_reached_by_each_minute_mark(monkeypatch):
+    curve = load_benchmark("dit_curve", monkeypatch)
+    steps = [500, 1000, 1500, 2000]
+    minutes = {500: 2.4, 1000: 4.9, 1500: 7.6, 2000: 10.2}
+    assert curve.chosen_steps(steps, minutes, [5, 10, 15]) == [1000, 1500, 2000]
+    assert curve.chosen_steps(steps, minutes, [1, 2]) == []  # no checkpoint yet by then
+    assert curve.chosen_steps(steps, minutes, [8, 9]) == [1500]  # one checkpoint serves both marks
+    assert curve.chosen_steps(steps, minutes, None) == steps
