@@ -507,7 +507,7 @@ class Demo:
     def stage_report(self) -> dict:
         runs = {name: RunDir(self.root / name) for name in ("encoder", "dit", "prior", "text")}
         runs.update({f"table/{n}": RunDir(self.root / "table" / n) for n in ("none", "class", "dlc")})
-        plot_losses({k: v for k, v in runs.items() if v.metrics_path.exists()}, self.figures / "losses.png")
+        losses = plot_losses({k: v for k, v in runs.items() if v.metrics_path.exists()}, self.figures / "losses.png")
         seconds = {name: s["seconds"] for name, s in self.state.items()}
         total = sum(seconds.values()) / 60
         b, noun = self.budget, self.noun
@@ -526,7 +526,8 @@ class Demo:
             sections.append(self.codes_section(results["codes"], noun))
         if "toy" in results:
             sections.append(self.toy_section(results["toy"]))
-        sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
+        if losses:
+            sections.append(Section("Training curves", images=[("report/losses.png", "loss against step")]))
         sections.append(Section("Time", f"Total {total:.1f} min on this machine.",
                                 tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
         title = {"emoji": "colour emoji", "glyphs": "glyphs (rendered letters)"}.get(self.dataset, self.dataset)

@@ -120,3 +120,15 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     html = (out / "report.html").read_text()
     assert "Glyphs judged by their factors" in html and "letter probe from codes" in html
     assert "on glyphs (rendered letters)" in html
+
+
+def test_a_table_run_reports_only_what_it_made(tmp_path):
+    from dlc.demo import Demo
+
+    demo = Demo(str(tmp_path / "d"), quick=True, only_table=True)
+    demo.state = {"codes": {"seconds": 6.0, "result": {"usage": {"values_used_mean": 21.5}}},
+                  "evaluate": {"seconds": 9.0, "result": {"fid": [{"conditioning": "none (unconditional DiT)", "FID": 301.2}]}}}
+    demo.stage_report()
+    html = (tmp_path / "d" / "report.html").read_text()
+    assert "301.2" in html and "21.5" in html
+    assert "<img" not in html  # no samples, no training curves: no pictures linked
