@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def main() -> None:
     if args.train_limit:
         train = train.subset(range(min(args.train_limit, len(train))))
     results = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),  # quoted: keys may have spaces
         "dataset": config.data.dataset, "train_images": len(train), "test_images": len(test),
         "code_length": trained.config.code_length, "vocab_size": trained.config.vocab_size,
         "steps": config.train.steps, "train_seconds": train_seconds, "device": device,
