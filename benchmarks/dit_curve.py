@@ -28,7 +28,6 @@ import torch
 from _results import merge_into
 from safetensors.torch import load_file
 
-import dlc
 from dlc import eval as dlc_eval
 from dlc.codes import load_codes
 from dlc.config import load_config

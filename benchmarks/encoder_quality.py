@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _results import merge_into
+
 from dlc.encoder import DLCEncoder
 from dlc.eval.codes import evaluate_codes, factor_labels, linear_probe
 from dlc.runs import RunDir

@@ -600,7 +600,7 @@ class Demo:
                     for name, key in (("linear probe", "linear_probe"), ("20-NN", "knn"))]
         factors = [{"factor": f, "chance": r["chance"], "one-hot codes": r["codes"], "continuous features": r["features"],
                     "ratio": r["ratio"]} for f, r in result.get("factors", {}).items()]
-        return Section("Codes", f"How much of an image's label its code keeps (linear probe and 20-NN on one-hot "
+        return Section("Codes", "How much of an image's label its code keeps (linear probe and 20-NN on one-hot "
                        "codes against the encoder's continuous features), and how the codes use their values.",
                        tables=[accuracy, *([factors] if factors else []), usage])
 

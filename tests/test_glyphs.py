@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlc.data import load
+from dlc.data import dataset_defaults, load
 from dlc.data.glyphs import FACTORS, glyph_plan, parse_glyph_caption, render_glyph, render_glyphs
-from dlc.data import dataset_defaults
 from dlc.data.holdout import HELDOUT_GLYPHS, heldout_glyphs, is_heldout
 from dlc.errors import CodeError, DataError
 
