@@ -78,8 +78,8 @@ class Budget:
 EMOJI_TRAIN_IMAGES = 3283  # the budgets above were measured on these
 SIZE = 32  # the demo's image size, every dataset resized to it
 OWN_PRESETS = ("emoji", "glyphs")  # datasets with presets of their own (dlc/configs/NAME/); others use emoji's
-DATA_STAGES = ("encoder", "dit", "text")
-JUDGED_PARENTS = 8  # glyph compositions judged: parent pairs (8 samples each)  # the stages that read images (the prior reads stored codes)
+DATA_STAGES = ("encoder", "dit", "text")  # the stages that read images (the prior reads stored codes)
+JUDGED_PARENTS = 8  # glyph compositions judged: parent pairs (8 samples each)
 
 QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=15, prior_steps=30, text_steps=30,
                sample_steps=8, fid_samples=24, prior_sample_steps=16, toy_steps=20, toy_ns=(9, 16))
@@ -257,10 +257,12 @@ class Demo:
         from .eval.codes import batched, evaluate_codes, usage_stats
 
         encoder = self.encoder()
-        for split, dataset in (("train", self.train_set), ("test", self.test_set)):
-            save_codes(self.root / "codes" / f"{split}.npy", batched(encoder.encode, dataset.images))
+        codes = {split: batched(encoder.encode, dataset.images) for split, dataset in
+                 (("train", self.train_set), ("test", self.test_set))}
+        for split, split_codes in codes.items():
+            save_codes(self.root / "codes" / f"{split}.npy", split_codes)
         if not self.labelled:
-            return {"usage": usage_stats(load_codes(self.root / "codes" / "train.npy"), self.vocab_size)}
+            return {"usage": usage_stats(codes["train"], self.vocab_size)}
         return evaluate_codes(encoder, self.train_set, self.test_set, progress=False)
 
     @cached_property
@@ -335,7 +337,7 @@ class Demo:
     def stage_samples(self) -> dict:
         g, n = self.budget.guidance, 16
         real = self.test_set.images[:n]
-        save_grid(real, self.figures / "real.png", labels=self.names(self.test_set)[:n], nrow=8, scale=2)
+        save_grid(real, self.figures / "real.png", labels=(self.names(self.test_set) or [])[:n] or None, nrow=8, scale=2)
         recon = self.generate(self.pipeline(encoder="encoder"), g, image=real)
         save_image(pairs_grid(real, recon, names=PAIR_NAMES), self.figures / "reconstructions.png")
         train_real = self.train_set.images[:n]
@@ -364,18 +366,15 @@ class Demo:
 
     def composition_parents(self, num: int) -> list[tuple[int, int]]:
         """``num`` pairs of test images (indices) drawn with a fixed seed, the two differing in every known
-        factor (the glyphs' letter, colour, background and font) or at least in label."""
+        factor (the glyphs' letter, colour, background and font) or at least in label where enough do."""
         fields = [torch.as_tensor(self.test_set.fields[f]) for f in getattr(self.test_set, "factors", {})]
         if not fields and self.test_set.labels is not None:
             fields = [self.test_set.labels]
         order = torch.randperm(len(self.test_set), generator=torch.Generator().manual_seed(0)).tolist()
-        pairs = []
-        for a, b in zip(order[0::2], order[1::2]):
-            if all(f[a] != f[b] for f in fields):
-                pairs.append((a, b))
-            if len(pairs) == num:
-                break
-        return pairs
+        candidates = list(zip(order[0::2], order[1::2]))
+        differing = [(a, b) for a, b in candidates if all(f[a] != f[b] for f in fields)]
+        # too few differ (one class only, a tiny test set): any pairs make up the number
+        return (differing + [p for p in candidates if p not in differing])[:num]
 
     def prompts(self) -> dict[str, list[str]]:
         """Up to four prompts seen in text training ("train") and four held out of it ("heldout"),
@@ -389,13 +388,13 @@ class Demo:
         return {name: prompts for name, prompts in chosen.items() if prompts}
 
     @staticmethod
-    def names(dataset) -> list[str | None]:
-        """Each image's caption, else its class name, else nothing."""
+    def names(dataset) -> list[str] | None:
+        """Each image's caption ("" where it has none), else its class name; None without either."""
         if dataset.captions is not None:
-            return list(dataset.captions)
+            return [c or "" for c in dataset.captions]
         if dataset.labels is not None:
             return [dataset.class_names[i] for i in dataset.labels.tolist()]
-        return [None] * len(dataset)
+        return None
 
     # ---- evaluation --------------------------------------------------------------------------------
 
@@ -407,7 +406,7 @@ class Demo:
         from .eval.glyphs import composition_scores, load_glyph_judges, prompt_scores
 
         judges = load_glyph_judges(SIZE, "cuda" if torch.cuda.is_available() else "cpu")
-        pair_of = self.glyph_pairs()
+        pair_of = self.glyph_pairs
         parents = self.composition_parents(JUDGED_PARENTS)
         captions = self.test_set.captions
         per_parents = [composition_scores(pair_of[captions[a]], pair_of[captions[b]], judges.names(judges.predict(images)))
@@ -421,6 +420,7 @@ class Demo:
             result[f"{name}_prompts"] = {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
         return result
 
+    @cached_property
     def glyph_pairs(self) -> dict[str, tuple[str, str]]:
         """Every glyph caption -> its (letter, colour) names."""
         return {c: (letter, colour) for split in (self.train_set, self.test_set)
@@ -429,7 +429,7 @@ class Demo:
     def judged_prompts(self) -> dict[str, list[str]]:
         """Two captions each of four colour x letter pairs seen in text training ("train", spread over
         the training split) and of the four held out of it ("heldout", from the test split)."""
-        pair_of = self.glyph_pairs()
+        pair_of = self.glyph_pairs
         chosen = {}
         for name, split in (("train", self.train_set), ("heldout", self.test_set)):
             by_pair = {}

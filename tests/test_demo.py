@@ -132,3 +132,17 @@ def test_a_table_run_reports_only_what_it_made(tmp_path):
     html = (tmp_path / "d" / "report.html").read_text()
     assert "301.2" in html and "21.5" in html
     assert "<img" not in html  # no samples, no training curves: no pictures linked
+
+
+def test_a_flat_folder_of_one_kind_still_gets_parents_and_an_unlabelled_grid(tmp_path):
+    from PIL import Image
+
+    from dlc.demo import Demo
+
+    for i in range(10):  # no class folders, no captions, no test split
+        Image.new("RGB", (16, 16), (10 * i, 100, 200)).save(tmp_path / f"{i}.png")
+    demo = Demo(str(tmp_path / "d"), quick=True, dataset=f"imagefolder:{tmp_path}")
+    assert demo.names(demo.test_set) is None and not demo.labelled and demo.prompts() == {}
+    parents = demo.composition_parents(4)
+    assert len(parents) == 4 and all(a != b for a, b in parents)
+    assert [name for name, _, _ in demo.stages()][3] == "prior"
