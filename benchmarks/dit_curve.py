@@ -15,7 +15,7 @@ training images (the run's ``condition.codes``), with the same sampler settings,
   ``shuffled``: the same images compared with the emoji of another code (the error a model that
   ignores its code would make).
 Minutes are wall-clock training minutes read from the run's metrics.jsonl. Writes JSON (one
-entry per run, keyed by run directory) and prints a table.
+entry per run, keyed by run directory, with the guidance scale when it is not 1) and prints a table.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dlc import eval as dlc_eval
 from dlc.codes import load_codes
 from dlc.config import load_config
 from dlc.data import to_float
-from dlc.dit import DiT, DiTRunConfig
+from dlc.dit import DiTRunConfig
 from dlc.dit.diffusion import get_objective
 from dlc.pipeline import DLCPipeline
 from dlc.runs import RunDir
@@ -90,10 +90,9 @@ def main() -> None:
     test_codes, train_codes = load_codes(args.test_codes)[pick_test], load_codes(config.condition.codes)[: args.num]
     test_images, train_images = test.images[pick_test], train.images[: args.num]
     objective = get_objective(config.objective)
-    model = DiT.from_pretrained(run.model_dir).eval()
-    pipe = DLCPipeline(dit=model, scheduler=objective.make_scheduler(config.sample.sampler or objective.default_sampler),
-                       objective=config.objective)
+    pipe = DLCPipeline.from_runs(run.root)  # the run's DiT, sampler and VAE (a latent DiT decodes through it)
     pipe.set_progress_bar_config(disable=True)
+    model = pipe.dit
     minutes = training_minutes(run)
     floor = dlc_eval.fid(train.images[: len(pick_test)], args.reference, kid=False, isc=False, progress=False)["fid"]
 
@@ -122,7 +121,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "load_average_after": round(os.getloadavg()[0], 2),
         "curve": rows,
     }
-    merge_into(args.out, str(run.root), result)
+    merge_into(args.out, str(run.root) + (f" guidance {args.guidance_scale:g}" if args.guidance_scale != 1 else ""),
+               result)
     print(f"\n{config.model.arch}, {config.objective}, batch {config.train.batch_size}, lr {config.train.lr}: "
           f"FID@{len(pick_test)} (floor {floor:.1f}) and reconstruction MSE (shuffled-code MSE)")
     print(f"{'step':>6} {'min':>6} {'FID':>7} {'KID':>16} {'test mse':>16} {'train mse':>16}")

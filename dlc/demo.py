@@ -9,10 +9,11 @@ interrupted training resumes from its last checkpoint):
     dit      the DLC-conditioned DiT (pixels)       -> dit/
     prior+text  the masked-diffusion code prior and the text-to-code model, side by side (the
              prior alone for images without captions) -> prior/, text/
-    table    the conditioning table's DiTs          -> table/{none,class,dlc}/
+    table    --table only: the paper's conditioning table, an unconditional and a class-conditioned
+             DiT trained exactly as the main one (the main DiT is the table's DLC rows) -> table/{none,class}/
     samples  reconstructions, prior samples, compositions, text-to-image -> report/*.png
     judge    glyphs only: compositions and prompts judged by the factor classifiers
-    evaluate FID for the table, code statistics     -> results.json
+    evaluate FID and KID of the main DiT (and of the table's rows) -> fid/
     toy      the paper's toy experiment (Section 3): KL of 2-D diffusion models, unconditional
              vs conditioned on a mixture index, as ``dlc toy``  -> toy/
     report   report.html and report.md
@@ -51,8 +52,6 @@ class Budget:
     dit_steps: int = 3800  # measured: faces take shape between 3,000 and 4,500 steps; 3,800 take about 18 minutes
     dit_arch: str = "DiT-N/4"
     dit_minutes: float = 18.5  # the DiT stops here on a slower machine (0: no limit)
-    table_steps: int = 400
-    table_arch: str = "DiT-N/4"
     prior_steps: int = 1200
     text_steps: int = 1000
     sample_steps: int = 25  # DiT sampler steps for pictures and FID
@@ -81,7 +80,7 @@ OWN_PRESETS = ("emoji", "glyphs")  # datasets with presets of their own (dlc/con
 DATA_STAGES = ("encoder", "dit", "text")  # the stages that read images (the prior reads stored codes)
 JUDGED_PARENTS = 8  # glyph compositions judged: parent pairs (8 samples each)
 
-QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", table_steps=15, prior_steps=30, text_steps=30,
+QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", prior_steps=30, text_steps=30,
                sample_steps=8, fid_samples=24, prior_sample_steps=16, toy_steps=20, toy_ns=(9, 16))
 
 # seconds per training step measured on 2 idle CPU cores (AMD EPYC), for the time estimates shown;
@@ -108,7 +107,7 @@ class Demo:
     data; prompts, held-out captions and augmentations come from the dataset (dlc/data/defaults.py)."""
 
     def __init__(self, out: str = "runs/demo", quick: bool = False, scale: float = 1.0, fresh: bool = False,
-                 fid_samples: int | None = None, table: bool = True, only_table: bool = False,
+                 fid_samples: int | None = None, table: bool = False,
                  dataset: str = "emoji"):
         self.root = Path(out)
         self.dataset = data.canonical_name(dataset)
@@ -123,7 +122,7 @@ class Demo:
         self.budget = (QUICK if quick else Budget()).scaled(scale).for_data(len(self.train_set))
         if fid_samples:
             self.budget = replace(self.budget, fid_samples=fid_samples)
-        self.quick, self.table, self.only_table = quick, table or only_table, only_table
+        self.quick, self.table = quick, table
         self.state_path = self.root / "demo.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.figures = self.root / "report"
@@ -156,42 +155,36 @@ class Demo:
         b = self.budget
         dit_min = b.dit_steps * SECONDS_PER_STEP.get(b.dit_arch, 1.0) / 60
         dit_min = min(dit_min, b.dit_minutes) if b.dit_minutes else dit_min
-        table_min = 3 * b.table_steps * SECONDS_PER_STEP.get(b.table_arch, 1.0) / 60
-        if self.only_table or not self.captioned:  # the prior alone, on both threads (no captions: no text model)
+        if not self.captioned:  # the prior alone, on both threads (no captions: no text model)
             models = ("prior", self.stage_prior, b.prior_steps * SECONDS_PER_STEP["prior"] / 60)
         else:
             models = ("prior+text", self.stage_prior_and_text, max(b.prior_steps * SECONDS_PER_STEP["prior 1 thread"],
                                                                    b.text_steps * SECONDS_PER_STEP["text 1 thread"]) / 60)
-        fid_sets = (4 if self.table else 0) + (0 if self.only_table else 2) + 1  # + the real-image floor
+        fid_images = 3 * b.fid_samples + (len(self.table_rows()) * self.table_samples if self.table else 0)
         stages = [
             ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
             ("codes", self.stage_codes, 0.3),
             ("dit", self.stage_dit, dit_min),
             models,
-            ("table", self.stage_table, table_min),
+            ("table", self.stage_table, len(self.table_rows()) * dit_min),
             ("samples", self.stage_samples, 2.0),
             ("judge", self.stage_judge, 5.0),  # the first time, 4 of them train the judges (then cached)
-            # each FID set: sampling and Inception features, measured ~0.36 s an image
-            ("evaluate", self.stage_evaluate, 0.36 * b.fid_samples * fid_sets / 60),
+            # sampling and Inception features: measured ~0.36 s an image
+            ("evaluate", self.stage_evaluate, 0.36 * fid_images / 60),
             ("toy", self.stage_toy, 3 * len(b.toy_ns) * b.toy_steps * SECONDS_PER_STEP["toy"] / 60),
             ("report", self.stage_report, 0.1),
         ]
-        if self.dataset != "glyphs":
-            stages = [s for s in stages if s[0] != "judge"]
-        if self.only_table:
-            stages = [s for s in stages if s[0] not in ("dit", "samples", "judge", "toy")]
-        elif not self.table:
-            stages = [s for s in stages if s[0] != "table"]
-        return stages
+        skip = {"judge"} if self.dataset != "glyphs" else set()
+        return [s for s in stages if s[0] not in skip | (set() if self.table else {"table"})]
 
     def run(self) -> Path:
         stages = self.stages()
-        total = sum(est for name, _, est in stages if name not in self.state)
+        total = sum(est for name, _, est in stages if not self.done(name))
         print(f"dlc demo: {len(stages)} stages in {self.root}, about {total:.0f} min of work left on 2 CPU cores"
               f"{' (quick smoke run)' if self.quick else ''}")
         for number, (name, fn, estimate) in enumerate(stages, 1):
             prefix = f"[{number}/{len(stages)}] {name}"
-            if name in self.state and name != "report":
+            if self.done(name):
                 print(f"{prefix}: done in an earlier run ({self.state[name]['seconds'] / 60:.1f} min), reused")
                 continue
             print(f"{prefix}: starting (about {estimate:.1f} min)", flush=True)
@@ -203,6 +196,13 @@ class Demo:
         report = self.root / "report.html"
         print(f"dlc demo: open {report}")
         return report
+
+    def done(self, name: str) -> bool:
+        """Whether stage ``name`` finished in an earlier run with all this run asks of it (an evaluation
+        without the table does not count for a --table run)."""
+        if name not in self.state or name == "report":
+            return False
+        return not (name == "evaluate" and self.table and not self.state[name]["result"].get("table"))
 
     def _config(self, stage: str, run: str, steps: int, settings: dict | None = None):
         """The demo's preset of ``stage`` for one of its models: its run directory, data, steps and settings."""
@@ -270,13 +270,15 @@ class Demo:
         return self.encoder().config.vocab_size
 
     def stage_dit(self) -> dict:
-        b = self.budget
-        self._train("dit", "dit", b.dit_steps, {
-            "model.arch": b.dit_arch, **self.dlc_condition(), "sample.guidance_scale": b.guidance,
-            "sample.steps": b.sample_steps, "train.time_limit_minutes": b.dit_minutes, "train.lr_schedule": "cosine",
-            "train.min_lr_ratio": 0.1,
-            "train.keep_checkpoints": 0})  # all checkpoints: benchmarks/dit_curve.py reads them
+        self._train("dit", "dit", self.budget.dit_steps, {**self.dit_settings(), **self.dlc_condition(),
+                                                          "train.keep_checkpoints": 0})  # benchmarks/dit_curve.py
         return {}
+
+    def dit_settings(self) -> dict:
+        """The main DiT's training: the table's rows are trained the same way."""
+        b = self.budget
+        return {"model.arch": b.dit_arch, "sample.guidance_scale": b.guidance, "sample.steps": b.sample_steps,
+                "train.time_limit_minutes": b.dit_minutes, "train.lr_schedule": "cosine", "train.min_lr_ratio": 0.1}
 
     def dlc_condition(self) -> dict:
         """A DiT conditioned on the demo's stored training codes."""
@@ -302,14 +304,19 @@ class Demo:
         self._train_side_by_side([self.prior_job(), self.text_job()])
         return {"prior": RunDir(self.root / "prior").read_metrics()[-1]}
 
+    def table_rows(self) -> dict[str, str]:
+        """The table's DiTs besides the main one: name -> condition.kind."""
+        return {"none": "none", **({"class": "class"} if self.labelled else {})}
+
+    @property
+    def table_samples(self) -> int:
+        """Images per table row: every held-out image (372 test emoji), at most 1,000 (a quick run: its FID count)."""
+        return self.budget.fid_samples if self.quick else min(len(self.test_set), 1000)
+
     def stage_table(self) -> dict:
-        b = self.budget
-        common = {"model.arch": b.table_arch, "sample.steps": b.sample_steps}
-        rows = {"none": {"condition.kind": "none"}, **({"class": {"condition.kind": "class"}} if self.labelled else {}),
-                "dlc": self.dlc_condition()}
-        for name, condition in rows.items():
-            print(f"  table: training the {name} DiT ({b.table_steps} steps)")
-            self._train("dit", f"table/{name}", b.table_steps, {**common, **condition})
+        for name, kind in self.table_rows().items():
+            print(f"  table: training the {name} DiT ({self.budget.dit_steps} steps, as the main DiT)")
+            self._train("dit", f"table/{name}", self.budget.dit_steps, {**self.dit_settings(), "condition.kind": kind})
         return {}
 
     # ---- sampling ----------------------------------------------------------------------------------
@@ -441,37 +448,49 @@ class Demo:
         return chosen
 
     def stage_evaluate(self) -> dict:
+        """FID and KID of the main DiT's pictures (CFG, ``fid_samples`` each) and, with --table, of the
+        paper's conditioning table (no guidance, every held-out image), against the held-out split;
+        the images are kept in fid/NAME/ for ``dlc fid``."""
+        n, g, arch = self.budget.fid_samples, self.budget.guidance, self.budget.dit_arch
+        test_codes = load_codes(self.root / "codes" / "test.npy")
+        # folder -> (label, DiT run, parts, inputs, guidance)
+        sets = {"prior": (f"{arch}: DLC from the prior, CFG {g}", "dit", {"prior": "prior"}, {"num_images": n}, g),
+                "encoded": (f"{arch}: DLC encoded from test images, CFG {g}", "dit", {},
+                            {"codes": test_codes[torch.arange(n) % len(test_codes)]}, g)}
+        if self.table:
+            m = self.table_samples
+            sets["table-none"] = ("none (unconditional DiT)", "table/none", {}, {"num_images": m}, 1.0)
+            if self.labelled:
+                sets["table-class"] = ("class label", "table/class", {}, {"codes": self.test_set.labels[:m].view(-1, 1)}, 1.0)
+            sets["table-prior"] = ("DLC from the prior", "dit", {"prior": "prior"}, {"num_images": m}, 1.0)
+            sets["table-encoded"] = ("DLC encoded from test images", "dit", {}, {"codes": test_codes[:m]}, 1.0)
+        rows = {"main": [], "table": []}
+        for folder, (label, run, parts, inputs, guidance) in sets.items():
+            images = self.generate(self.pipeline(run, **parts), guidance, seed=1, **inputs)
+            save_pngs(images, self.root / "fid" / folder)
+            row = self.scored(label, images, train=f"dlc train dit --config {self.root / run / 'config.yaml'}",
+                              score=f"dlc fid {self.root / 'fid' / folder} --reference {self.reference}")
+            rows["table" if folder.startswith("table") else "main"].append(row)
+        for kind, count in (("main", n), ("table", self.table_samples if self.table else 0)):
+            if count:
+                rows[kind].append(self.scored(f"real training {self.noun} (floor at this sample count)",
+                                              self.train_set.images[:count]))
+        return {"fid": rows["main"], "table": rows["table"]}
+
+    @property
+    def reference(self) -> str:
+        """The held-out split by name (its Inception features are cached)."""
+        return f"{self.dataset}-{SIZE}-{self.test_split}"
+
+    def scored(self, label: str, images: torch.Tensor, **commands: str) -> dict:
+        """A report row: FID and KID (with its standard deviation over subsets) of ``images``."""
         from .eval import fid
 
-        n, g = self.budget.fid_samples, self.budget.guidance
-        reference = f"{self.dataset}-{SIZE}-{self.test_split}"  # by name, so that its features are cached
-        test_codes = load_codes(self.root / "codes" / "test.npy")
-        pick = torch.arange(n) % len(test_codes)
-        # label -> (DiT run, parts, inputs, guidance)
-        sets = {}
-        if self.table:
-            sets["none (unconditional DiT)"] = ("table/none", {}, {"num_images": n}, 1.0)
-            if self.labelled:
-                labels = self.test_set.labels[pick].view(-1, 1)
-                sets["class label"] = ("table/class", {}, {"codes": labels}, 1.0)
-            sets["DLC from the prior"] = ("table/dlc", {"prior": "prior"}, {"num_images": n}, 1.0)
-            sets["DLC encoded from test images"] = ("table/dlc", {}, {"codes": test_codes[pick]}, 1.0)
-        if not self.only_table:
-            arch = self.budget.dit_arch
-            sets[f"{arch}: DLC from the prior, CFG {g}"] = ("dit", {"prior": "prior"}, {"num_images": n}, g)
-            sets[f"{arch}: DLC encoded from test images, CFG {g}"] = ("dit", {}, {"codes": test_codes[pick]}, g)
-        rows = []
-        for label, (run, parts, inputs, guidance) in sets.items():
-            images = self.generate(self.pipeline(run, **parts), guidance, seed=1, **inputs)
-            save_pngs(images, self.root / "fid" / run.replace("/", "-") / label.split(" ")[0].lower())
-            scores = fid(images, reference, kid=False, isc=False, progress=False)
-            rows.append({"conditioning": label, "FID": round(scores["fid"], 1), "samples": n,
-                         "reference": self.reference_name, "sampler": f"{self.budget.sample_steps} steps"})
-            print(f"  FID {label}: {scores['fid']:.1f}")
-        real = fid(self.train_set.images[:n], reference, kid=False, isc=False, progress=False)
-        rows.append({"conditioning": f"real training {self.noun} (floor at this sample count)", "FID": round(real["fid"], 1),
-                     "samples": n, "reference": self.reference_name, "sampler": "-"})
-        return {"fid": rows}
+        scores = fid(images, self.reference, kid=True, isc=False, progress=False)
+        print(f"  FID {label}: {scores['fid']:.1f}, KID {scores['kid']:.4f}")
+        return {"conditioning": label, "FID": round(scores["fid"], 1), "KID": round(scores["kid"], 4),
+                "KID std": round(scores["kid_std"], 4), "samples": len(images), "reference": self.reference_name,
+                "sampler": f"{self.budget.sample_steps} steps" if commands else "-", **commands}
 
     # ---- the toy experiment -------------------------------------------------------------------------
 
@@ -506,7 +525,7 @@ class Demo:
 
     def stage_report(self) -> dict:
         runs = {name: RunDir(self.root / name) for name in ("encoder", "dit", "prior", "text")}
-        runs.update({f"table/{n}": RunDir(self.root / "table" / n) for n in ("none", "class", "dlc")})
+        runs.update({f"table/{n}": RunDir(self.root / "table" / n) for n in ("none", "class")})
         losses = plot_losses({k: v for k, v in runs.items() if v.metrics_path.exists()}, self.figures / "losses.png")
         seconds = {name: s["seconds"] for name, s in self.state.items()}
         total = sum(seconds.values()) / 60
@@ -517,11 +536,12 @@ class Demo:
             sections.append(self.judge_section(results["judge"], results["codes"]))
         if "evaluate" in results:
             sections.append(Section(
-                "The paper's conditioning table at demo scale" if self.table else "FID",
-                f"Table rows: the same DiT ({b.table_arch}, {b.table_steps} steps each), sampled without guidance; "
-                f"FID on {b.fid_samples} samples against the {self.reference_name} (biased high at this "
-                "count: compare rows, not with the paper). Reproduce with `dlc demo --table`.",
-                tables=[results["evaluate"]["fid"]]))
+                "FID", f"The main DiT's pictures against the {self.reference_name}: FID and KID (unbiased, with its "
+                f"standard deviation over subsets) on {b.fid_samples} samples. FID is biased high at this count: "
+                "compare rows, and with the real images' floor, not with the paper.",
+                tables=[[self.without_commands(r) for r in results["evaluate"]["fid"]]]))
+            if results["evaluate"].get("table"):
+                sections.append(self.table_section(results["evaluate"]["table"]))
         if "codes" in results:
             sections.append(self.codes_section(results["codes"], noun))
         if "toy" in results:
@@ -536,6 +556,26 @@ class Demo:
                      f"{len(self.train_set)} {noun} at {SIZE}x{SIZE} "
                      f"{'(quick smoke run: quality not expected)' if self.quick else ''}.", sections)
         return {}
+
+    @staticmethod
+    def without_commands(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in ("train", "score")}
+
+    def table_section(self, rows: list[dict]) -> Section:
+        b = self.budget
+        fids = {r["conditioning"]: r["FID"] for r in rows}
+        ratio = fids["none (unconditional DiT)"] / fids["DLC encoded from test images"]
+        commands = [{"conditioning": r["conditioning"], "train": r["train"], "score": r["score"]}
+                    for r in rows if "train" in r]
+        return Section(
+            "The paper's conditioning table",
+            f"Every row's DiT trained as the main one ({b.dit_arch}, {b.dit_steps} steps of batch 32, at most "
+            f"{b.dit_minutes:g} minutes; the DLC rows are the main DiT), sampled without guidance as in the paper's "
+            f"ablation, scored on {rows[0]['samples']} samples against the {self.reference_name}. The paper's "
+            "ordering is unconditional >> class > DLC from the prior >= DLC encoded; here the unconditional FID is "
+            f"{ratio:.2f}x the DLC-encoded one. Each row's samples are kept: its `score` command recomputes its "
+            "FID and KID, its `train` command retrains its DiT; `dlc demo --table` makes the whole table.",
+            tables=[[self.without_commands(r) for r in rows], commands])
 
     def picture_sections(self) -> list[Section]:
         b, noun, held_out = self.budget, self.noun, self.reference_name

@@ -72,3 +72,18 @@ def test_dit_curve_evaluates_the_last_checkpoint_reached_by_each_minute_mark(mon
     assert curve.chosen_steps(steps, minutes, [1, 2]) == []  # no checkpoint yet by then
     assert curve.chosen_steps(steps, minutes, [8, 9]) == [1500]  # one checkpoint serves both marks
     assert curve.chosen_steps(steps, minutes, None) == steps
+
+
+def test_guidance_colours_finds_green_drawn_over_yellow_and_values_pushed_out_of_range(monkeypatch):
+    colours = load_benchmark("guidance_colours", monkeypatch)
+    yellow, green, red = (250, 200, 40), (90, 200, 60), (220, 30, 30)
+    source = torch.tensor([yellow, yellow, yellow, red], dtype=torch.uint8).T.reshape(1, 3, 2, 2)
+    is_yellow, is_green = colours.colour_masks(source)
+    assert is_yellow.flatten().tolist() == [True, True, True, False] and not is_green.any()
+    # the sampler's values: one yellow pixel drawn green, one pushed past the range (clamped back to yellow)
+    drawn = torch.tensor([green, yellow, yellow, red], dtype=torch.float32).T.reshape(1, 3, 2, 2) / 127.5 - 1
+    drawn[0, 1, 0, 1] = 1.6
+    stats = colours.colour_stats(drawn, source)
+    assert stats["green_in_yellow"] == pytest.approx(1 / 3, abs=1e-4)
+    assert stats["out_of_range"] == [0.0, 0.25, 0.0]
+    assert stats["green_share"] == 0.25 and stats["green_share_real"] == 0.0

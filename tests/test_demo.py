@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from dlc.cli import main
 from dlc.demo import QUICK, Budget
@@ -21,7 +22,7 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
-    assert list(state) == ["encoder", "codes", "dit", "prior+text", "table", "samples", "evaluate", "toy", "report"]
+    assert list(state) == ["encoder", "codes", "dit", "prior+text", "samples", "evaluate", "toy", "report"]
     assert (out / "prior" / "model").is_dir() and (out / "text" / "model").is_dir()  # trained side by side
 
     html = (out / "report.html").read_text()
@@ -33,10 +34,12 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     assert (out / "report.md").read_text().count("![") == len(pictures)
 
     rows = state["evaluate"]["result"]["fid"]
-    assert [r["conditioning"] for r in rows[:4]] == ["none (unconditional DiT)", "class label",
-                                                     "DLC from the prior", "DLC encoded from test images"]
-    assert all(r["FID"] > 0 and r["samples"] == 8 for r in rows)
-    assert "DLC encoded from test images" in html and "<table>" in html
+    assert [r["conditioning"] for r in rows] == ["DiT-N/4: DLC from the prior, CFG 3.0",
+                                                 "DiT-N/4: DLC encoded from test images, CFG 3.0",
+                                                 "real training emoji (floor at this sample count)"]
+    assert all(r["FID"] > 0 and r["KID std"] >= 0 and r["samples"] == 8 for r in rows)
+    assert len(list((out / "fid" / "prior").glob("*.png"))) == 8 and (out / "fid" / "encoded").is_dir()
+    assert "DLC encoded from test images" in html and "<table>" in html and "conditioning table" not in html
     toy = state["toy"]["result"]  # the toy experiment, as `dlc toy` would run it
     assert [r["N"] for r in toy["table"]] == [9, 16] and toy["command"] == "dlc toy --quick --n 9 16 --steps 6"
     assert all(r["oracle index"] > 0 for r in toy["table"]) and "dlc toy --quick" in html
@@ -44,18 +47,36 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 8 and "[9/9] report: starting" in log
+    assert log.count("reused") == 7 and "[8/8] report: starting" in log
+
+    # --table on the finished demo adds the table: two DiTs trained as the main one, every row scored again
+    assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out), "--table"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("reused") == 6 and "table: starting" in log and "evaluate: starting" in log
+    state = json.loads((out / "demo.json").read_text())
+    table = state["evaluate"]["result"]["table"]
+    assert [r["conditioning"] for r in table] == ["none (unconditional DiT)", "class label", "DLC from the prior",
+                                                  "DLC encoded from test images",
+                                                  "real training emoji (floor at this sample count)"]
+    assert all(r["FID"] > 0 and r["samples"] == 8 for r in table)
+    main_dit, unconditional = (yaml.safe_load((out / run / "config.yaml").read_text()) for run in ("dit", "table/none"))
+    for section in ("model", "sample"):
+        assert main_dit[section] == unconditional[section]
+    assert {**main_dit["train"], "keep_checkpoints": None} == {**unconditional["train"], "keep_checkpoints": None}
+    assert unconditional["condition"]["kind"] == "none"
+    assert table[0]["train"] == f"dlc train dit --config {out / 'table/none/config.yaml'}"
+    assert table[0]["score"] == f"dlc fid {out / 'fid/table-none'} --reference emoji-32-test"
+    html = (out / "report.html").read_text()
+    assert "conditioning table" in html and "x the DLC-encoded one" in html
 
 
-@pytest.mark.parametrize("flag", ["--table", "--no-table"])
-def test_demo_table_flags_choose_the_stages(tmp_path, flag):
+@pytest.mark.parametrize("table", [True, False])
+def test_the_table_flag_adds_the_table_stage_to_the_whole_demo(tmp_path, table):
     from dlc.demo import Demo
 
-    only_table, no_table = flag == "--table", flag == "--no-table"
-    demo = Demo(str(tmp_path / "d"), quick=True, table=not no_table, only_table=only_table)
-    names = [name for name, _, _ in demo.stages()]
-    assert ("table" in names) != no_table
-    assert ("dit" in names) != only_table and ("toy" in names) != only_table and "report" in names
+    names = [name for name, _, _ in Demo(str(tmp_path / "d"), quick=True, table=table).stages()]
+    assert ("table" in names) == table
+    assert {"encoder", "dit", "samples", "toy", "report"} <= set(names)
 
 
 def test_models_trained_side_by_side_report_which_failed(tmp_path):
@@ -87,11 +108,10 @@ def test_demo_on_a_folder_without_captions_or_test_split_skips_text_and_says_wha
     assert main(["demo", "--data", f"imagefolder:{folder}", "--quick", "--scale", "0.3", "--fid-samples", "8",
                  "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
-    assert list(state) == ["encoder", "codes", "dit", "prior", "table", "samples", "evaluate", "toy", "report"]
-    assert not (out / "text").exists() and (out / "table" / "class").is_dir()  # no captions: no text model
+    assert list(state) == ["encoder", "codes", "dit", "prior", "samples", "evaluate", "toy", "report"]
+    assert not (out / "text").exists()  # no captions: no text model
     assert state["codes"]["result"]["codes"]["linear_probe"] >= 0  # labels from the class folders
-    rows = [r["conditioning"] for r in state["evaluate"]["result"]["fid"]]
-    assert rows[1] == "class label" and all(r["reference"] == "24 training images" for r in state["evaluate"]["result"]["fid"])
+    assert all(r["reference"] == "24 training images" for r in state["evaluate"]["result"]["fid"])
     html = (out / "report.html").read_text()
     assert "so these were seen in training" in html and "text_train.png" not in html
     assert f"dataset: imagefolder:{folder}" in (out / "encoder" / "config.yaml").read_text()
@@ -106,7 +126,7 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     quick = judging.GlyphJudges(judging.train_glyph_judges(32, epochs=1, limit=256), 32, {"letter": 0.5})
     monkeypatch.setattr(judging, "load_glyph_judges", lambda size, device="cpu": quick)
     out = tmp_path / "demo"
-    assert main(["demo", "--data", "glyphs", "--quick", "--scale", "0.3", "--fid-samples", "8", "--no-table",
+    assert main(["demo", "--data", "glyphs", "--quick", "--scale", "0.3", "--fid-samples", "8",
                  "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
     assert "judge" in state and "table" not in state
@@ -125,12 +145,14 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
 def test_a_table_run_reports_only_what_it_made(tmp_path):
     from dlc.demo import Demo
 
-    demo = Demo(str(tmp_path / "d"), quick=True, only_table=True)
+    demo = Demo(str(tmp_path / "d"), quick=True, table=True)
+    rows = [{"conditioning": "none (unconditional DiT)", "FID": 301.2, "samples": 8, "train": "T", "score": "S"},
+            {"conditioning": "DLC encoded from test images", "FID": 150.6, "samples": 8, "train": "T2", "score": "S2"}]
     demo.state = {"codes": {"seconds": 6.0, "result": {"usage": {"values_used_mean": 21.5}}},
-                  "evaluate": {"seconds": 9.0, "result": {"fid": [{"conditioning": "none (unconditional DiT)", "FID": 301.2}]}}}
+                  "evaluate": {"seconds": 9.0, "result": {"fid": [], "table": rows}}}
     demo.stage_report()
     html = (tmp_path / "d" / "report.html").read_text()
-    assert "301.2" in html and "21.5" in html
+    assert "301.2" in html and "21.5" in html and "2.00x the DLC-encoded" in html
     assert "<img" not in html  # no samples, no training curves: no pictures linked
 
 

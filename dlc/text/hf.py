@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..runs import local_folder, model_folder
+from .minilm import MiniLMTextToCode
 from .model import SEPARATOR, CodeGenerationMixin, TextToCode, TokenLayout
 
 HF_META = "dlc_text.json"
@@ -158,4 +159,12 @@ def load_text_model(path: str | Path, trust_remote_code: bool = False, **kwargs)
     path = model_folder(path)
     if (path / HF_META).is_file():
         return HFTextToCode.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    if saved_class(path) == MiniLMTextToCode.__name__:
+        return MiniLMTextToCode.from_pretrained(path, **kwargs)
     return TextToCode.from_pretrained(path, **kwargs)
+
+
+def saved_class(path: Path) -> str | None:
+    """The ``_class_name`` a model folder's config.json records (None without one)."""
+    config = path / "config.json"
+    return json.loads(config.read_text()).get("_class_name") if config.is_file() else None

@@ -130,16 +130,26 @@ REMASKING = {
 
 
 def sequence_loss(net: Callable, layout: TokenLayout, codes: torch.Tensor, text_ids: list[list[int]],
-                  generator: torch.Generator | None = None,
-                  text_length: int | None = None) -> tuple[torch.Tensor, dict]:
+                  generator: torch.Generator | None = None, text_length: int | None = None,
+                  caption_dropout: float | None = None) -> tuple[torch.Tensor, dict]:
     """Build, mask and score a batch; ``net(ids, padding) -> logits``. Also logs the accuracy on
     masked code tokens (how well captions and visible tokens predict the code). Captions are
-    padded to ``text_length`` (default: the batch's longest; ``padded_text_length``)."""
+    padded to ``text_length`` (default: the batch's longest; ``padded_text_length``).
+
+    ``caption_dropout`` None: LLaDA's pre-training loss, on the whole sequence. A probability q: its
+    supervised fine-tuning loss, where the prompt (separator and caption) is never masked and the loss
+    is on the codes alone; the whole caption is masked in a fraction q of the rows, which trains the
+    unconditional branch of classifier-free guidance."""
     ids, padding = build_sequences(layout, codes, text_ids, text_length)
     ids, padding = ids.to(codes.device), padding.to(codes.device)
-    noisy, masked, p = mask_tokens(ids, padding, layout.mask_id, generator=generator)
+    position = torch.arange(ids.shape[1], device=ids.device)  # (N,)
+    frozen = padding if caption_dropout is None else padding | (position >= layout.code_length)  # never masked
+    noisy, masked, p = mask_tokens(ids, frozen, layout.mask_id, generator=generator)
+    if caption_dropout:
+        dropped = torch.rand(len(ids), generator=generator, device=ids.device) < caption_dropout  # (B,)
+        noisy = torch.where(dropped[:, None] & (position > layout.code_length) & ~padding, layout.mask_id, noisy)
     logits = net(noisy, padding)
-    loss = llada_loss(logits, ids, masked, p, padding)
+    loss = llada_loss(logits, ids, masked, p, frozen)
     code_masked = masked[:, : layout.code_length]
     hits = logits[:, : layout.code_length].argmax(-1) == ids[:, : layout.code_length]
     return loss, {"code_acc": float(hits[code_masked].float().mean()) if code_masked.any() else 0.0}
@@ -189,6 +199,13 @@ class CodeGenerationMixin:
         return torch.cat(out) if out else torch.zeros(0, layout.code_length, dtype=torch.long)
 
 
+def bidirectional_blocks(width: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> nn.TransformerEncoder:
+    """``depth`` pre-norm transformer layers without a causal mask (every token sees every other)."""
+    layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
 class TextToCode(CheckedLoading, ModelMixin, ConfigMixin, CodeGenerationMixin):
     """A small bidirectional transformer over [codes, <START-DLC>, caption] (trained from scratch).
 
@@ -204,9 +221,7 @@ class TextToCode(CheckedLoading, ModelMixin, ConfigMixin, CodeGenerationMixin):
         super().__init__()
         self.tokens = nn.Embedding(text_vocab_size + vocab_size + 2, width)
         self.positions = nn.Parameter(torch.randn(1, code_length + 1 + max_text_length, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = bidirectional_blocks(width, depth, heads, mlp_ratio, dropout)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, text_vocab_size + vocab_size + 1)  # the mask is never a target
         nn.init.normal_(self.tokens.weight, std=0.02)

@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..runs import RunDir
 from ..training import fit, seed_everything
 from .hf import HFTextToCode
+from .minilm import MiniLMTextToCode
 from .model import TextToCode, padded_text_length, sequence_loss
 from .tokenizers import CaptionTokenizer
 
@@ -48,7 +49,9 @@ class TextCodesConfig:
 
 @dataclass
 class TextModelConfig:
-    kind: Literal["scratch", "hf"] = "scratch"
+    # scratch: a small denoiser trained from scratch; minilm: the same reading the caption through the
+    # frozen pretrained MiniLM (dlc/text/minilm.py); hf: a Hugging Face LM fine-tuned (LLaDA in the paper)
+    kind: Literal["scratch", "minilm", "hf"] = "scratch"
     tokenizer: str = "auto"  # scratch: auto (MiniLM WordPiece if installed, else bytes), minilm, bytes, a path
     max_text_length: PositiveInt = 24
     width: PositiveInt = 256
@@ -61,6 +64,7 @@ class TextModelConfig:
     trust_remote_code: bool = False
     torch_dtype: str | None = None  # hf: e.g. bfloat16
     lora_rank: NonNegativeInt = 0  # hf: 0 = full fine-tune (the paper)
+    caption_dropout: Probability = 0.1  # minilm: rows whose whole caption is masked (guidance's unconditional)
 
 
 @dataclass
@@ -182,6 +186,9 @@ def build_model(config: TextRunConfig, L: int, V: int, captions: Sequence[str] |
             raise ConfigError("model.kind=hf needs model.pretrained=NAME_OR_PATH (e.g. GSAI-ML/LLaDA-8B-Base)")
         return HFTextToCode.from_base(m.pretrained, L, V, m.model_class, m.trust_remote_code, m.torch_dtype,
                                       m.lora_rank, m.max_text_length)
+    if m.kind == "minilm":
+        return MiniLMTextToCode(L, V, m.max_text_length, m.width, m.depth, m.heads, m.mlp_ratio, m.dropout,
+                                m.caption_dropout)
     if captions is None:
         raise ConfigError("a text model trained from scratch needs a caption list to build its tokenizer: "
                           "use a map-style dataset, or model.kind=hf")
@@ -200,13 +207,15 @@ def train(config: TextRunConfig) -> RunDir:
     model = build_model(config, L, V, captions)
     layout, run = model.layout, RunDir(config.run_dir)
     text_length = padded_text_length(model)
+    caption_dropout = config.model.caption_dropout if config.model.kind == "minilm" else None
 
     def loss_fn(net, batch, info):
         codes = batch.get("code")
         if encoder is not None:
             with torch.no_grad():
                 codes = encoder.to(batch["image"].device).encode(to_float(batch["image"]))
-        return sequence_loss(net, layout, codes, model.text_ids(batch["caption"]), text_length=text_length)
+        return sequence_loss(net, layout, codes, model.text_ids(batch["caption"]), text_length=text_length,
+                             caption_dropout=caption_dropout)
 
     fit(run, config.train, model, pairs, loss_fn, config=config, sample_fn=_sampler(config.sample), desc="text")
     return run
