@@ -87,8 +87,9 @@ def main() -> None:
     test, train = config.data.load("test"), config.data.load("train")
     args.reference = args.reference or f"{config.data.dataset}-{config.data.size}-test"
     pick_test = torch.arange(min(args.num or len(test), len(test)))
-    test_codes, train_codes = load_codes(args.test_codes)[pick_test], load_codes(config.condition.codes)[: args.num]
-    test_images, train_images = test.images[pick_test], train.images[: args.num]
+    count = len(pick_test)  # as many training images as test images
+    test_codes, train_codes = load_codes(args.test_codes)[pick_test], load_codes(config.condition.codes)[:count]
+    test_images, train_images = test.images[pick_test], train.images[:count]
     objective = get_objective(config.objective)
     pipe = DLCPipeline.from_runs(run.root)  # the run's DiT, sampler and VAE (a latent DiT decodes through it)
     pipe.set_progress_bar_config(disable=True)

@@ -8,7 +8,10 @@ probe's accuracy on the real codes as the ceiling. With --pipeline and --encoder
 codes also go through the DiT, and a subgroup probe on the encoder's features of real images
 classifies the generated images (against images from random codes). Diversity: the mean pairwise Hamming distance
 (fraction of positions) between codes generated for the same prompt, and the fraction of distinct
-codes.
+codes. Identity: how often the prompted emoji's own code (its image in the training split) is among
+the ``--k`` codes nearest (Hamming) to a generated one, against the next prompt's emoji (shuffled) and
+chance (k / training images). The held-out prompts are mostly one subgroup (75% people in roles), so
+the subgroup probe cannot tell a composed "woman firefighter" from any person: identity can.
 
     nice .venv/bin/python benchmarks/text_quality.py --run runs/emoji/text --out text_quality.json
 """
@@ -92,6 +95,14 @@ def image_fidelity(args, data, prompts_codes: dict, labels_of: dict, V: int) -> 
     return out
 
 
+def identity_hits(generated: torch.Tensor, codes: torch.Tensor, rows: torch.Tensor, k: int) -> float:
+    """Share of generated codes whose prompted image's code ``codes[rows[i]]`` is among the ``k``
+    nearest training codes (Hamming distance; ties broken towards the target)."""
+    distance = (generated[:, None] != codes[None]).sum(-1)  # (G, N)
+    own = distance.gather(1, rows[:, None])  # (G, 1)
+    return float(((distance < own).sum(1) < k).float().mean())
+
+
 def _shuffled(targets: torch.Tensor, per_prompt: int) -> torch.Tensor:
     """Each prompt's codes paired with the next prompt's class."""
     return targets.view(-1, per_prompt).roll(1, 0).flatten()
@@ -110,6 +121,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--encoder", help="the encoder (model folder) whose features the image probe uses")
     parser.add_argument("--dit-steps", type=int, default=50)
     parser.add_argument("--dit-guidance", type=float, default=1.0)
+    parser.add_argument("--k", type=int, default=10, help="identity: nearest codes searched (default: %(default)s)")
     parser.add_argument("--out", default="text_quality.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -127,6 +139,7 @@ def main(argv=None) -> dict:
     train_rows = [pairs.indices[i] for i in torch.randperm(len(pairs.indices), generator=g)[: args.train_prompts]]
     _, held_captions = heldout_emoji(everything)
     prompts = {"train": [data.captions[i] for i in train_rows], "heldout": held_captions}
+    row_of = {c: i for i, c in enumerate(data.captions) if c}  # a caption's image in the training split
 
     sample = dict(steps=args.steps, temperature=args.temperature, remasking=args.remasking,
                   guidance_scale=args.guidance_scale)
@@ -148,6 +161,13 @@ def main(argv=None) -> dict:
                          "majority_rate": float((targets == labels.bincount().argmax()).float().mean()),
                          "probe_acc_shuffled_prompts": accuracy(probe, generated, _shuffled(targets, args.per_prompt)),
                          "seconds_per_code": seconds / len(generated), **diversity(generated, args.per_prompt)}
+        known = [j for j, c in enumerate(captions) if c in row_of]  # prompts whose image has a training code
+        rows = torch.tensor([row_of[captions[j]] for j in known]).repeat_interleave(args.per_prompt)
+        mine = torch.cat([generated.view(len(captions), args.per_prompt, -1)[j] for j in known])
+        result[split]["identity"] = {
+            "k": args.k, "prompts": len(known), "hit": identity_hits(mine, codes, rows, args.k),
+            "hit_shuffled": identity_hits(mine, codes, _shuffled(rows, args.per_prompt), args.k),
+            "chance": args.k / len(codes)}
         if split == "train":
             real = codes[torch.tensor(train_rows)].repeat_interleave(args.per_prompt, 0)
             result[split]["token_match_real"] = float((generated == real).float().mean())
@@ -162,6 +182,10 @@ def main(argv=None) -> dict:
         print(f"{split:<8} {r['prompts']:>4} {r['probe_acc_generated']:>9.3f} {r['probe_acc_shuffled_prompts']:>8.3f} "
               f"{r['probe_acc_random_codes']:>7.3f} {r['majority_rate']:>8.3f} {result['chance']:>7.3f} "
               f"{r['hamming']:>8.3f} {r['distinct']:>8.3f}")
+    for split in prompts:
+        r = result[split]["identity"]
+        print(f"{split:<8} identity: prompted emoji among the {r['k']} nearest codes {r['hit']:.3f} "
+              f"(shuffled {r['hit_shuffled']:.3f}, chance {r['chance']:.4f}; {r['prompts']} prompts)")
     print(f"probe on real training codes: {result['probe_on_real_train_codes']:.3f}; wrote {args.out}")
     return result
 

@@ -6,7 +6,8 @@ interrupted training resumes from its last checkpoint):
 
     encoder  self-supervised SEM encoder            -> encoder/
     codes    the images encoded to codes            -> codes/{train,test}.npy
-    dit      the DLC-conditioned DiT (pixels)       -> dit/
+    vae      a small VAE: the DiT's latent space (32x32x3 -> 8x8x4) -> vae/
+    dit      the DLC-conditioned DiT on its latents -> dit/
     prior+text  the masked-diffusion code prior and the text-to-code model, side by side (the
              prior alone for images without captions) -> prior/, text/
     table    --table only: the paper's conditioning table, an unconditional and a class-conditioned
@@ -49,9 +50,12 @@ from .stages import STAGES
 @dataclass
 class Budget:
     encoder_steps: int = 400
-    dit_steps: int = 3800  # measured: faces take shape between 3,000 and 4,500 steps; 3,800 take about 18 minutes
-    dit_arch: str = "DiT-N/4"
-    dit_minutes: float = 18.5  # the DiT stops here on a slower machine (0: no limit)
+    # measured (benchmarks/dit_curve.py, docs/demo.md): a 6-minute VAE and a DiT on its 8x8 latents
+    # for the remaining 9 beat a pixel DiT-N/4 trained all 15 minutes
+    vae_steps: int = 1500  # 0: the DiT works on pixels
+    dit_steps: int = 2400
+    dit_arch: str = "DiT-N/1"  # patch 1 on 8x8 latents: 64 tokens, as patch 4 on 32x32 pixels
+    dit_minutes: float = 12.0  # the DiT stops here on a slower machine (0: no limit)
     prior_steps: int = 1200
     text_steps: int = 1000
     sample_steps: int = 25  # DiT sampler steps for pictures and FID
@@ -77,15 +81,16 @@ class Budget:
 EMOJI_TRAIN_IMAGES = 3283  # the budgets above were measured on these
 SIZE = 32  # the demo's image size, every dataset resized to it
 OWN_PRESETS = ("emoji", "glyphs")  # datasets with presets of their own (dlc/configs/NAME/); others use emoji's
-DATA_STAGES = ("encoder", "dit", "text")  # the stages that read images (the prior reads stored codes)
+DATA_STAGES = ("encoder", "vae", "dit", "text")  # the stages that read images (the prior reads stored codes)
 JUDGED_PARENTS = 8  # glyph compositions judged: parent pairs (8 samples each)
 
-QUICK = Budget(encoder_steps=20, dit_steps=30, dit_arch="DiT-N/4", prior_steps=30, text_steps=30,
+QUICK = Budget(encoder_steps=20, vae_steps=20, dit_steps=30, prior_steps=30, text_steps=30,
                sample_steps=8, fid_samples=24, prior_sample_steps=16, toy_steps=20, toy_ns=(9, 16))
 
 # seconds per training step measured on 2 idle CPU cores (AMD EPYC), for the time estimates shown;
 # "1 thread": with the other model training beside it, final checks included
-SECONDS_PER_STEP = {"encoder": 1.1, "DiT-T/4": 0.55, "DiT-N/4": 0.285, "prior": 0.2, "text": 0.22,
+SECONDS_PER_STEP = {"encoder": 1.1, "vae": 0.24, "DiT-T/4": 0.55, "DiT-N/4": 0.285, "DiT-N/1": 0.24,
+                    "prior": 0.2, "text": 0.22,
                     "prior 1 thread": 0.31, "text 1 thread": 0.40,
                     "toy": 0.0031}  # a toy model's step, sampling and scoring included, two side by side
 
@@ -164,6 +169,7 @@ class Demo:
         stages = [
             ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
             ("codes", self.stage_codes, 0.3),
+            ("vae", self.stage_vae, b.vae_steps * SECONDS_PER_STEP["vae"] / 60),
             ("dit", self.stage_dit, dit_min),
             models,
             ("table", self.stage_table, len(self.table_rows()) * dit_min),
@@ -174,7 +180,7 @@ class Demo:
             ("toy", self.stage_toy, 3 * len(b.toy_ns) * b.toy_steps * SECONDS_PER_STEP["toy"] / 60),
             ("report", self.stage_report, 0.1),
         ]
-        skip = {"judge"} if self.dataset != "glyphs" else set()
+        skip = ({"judge"} if self.dataset != "glyphs" else set()) | (set() if b.vae_steps else {"vae"})
         return [s for s in stages if s[0] not in skip | (set() if self.table else {"table"})]
 
     def run(self) -> Path:
@@ -269,6 +275,9 @@ class Demo:
     def vocab_size(self) -> int:
         return self.encoder().config.vocab_size
 
+    def stage_vae(self) -> dict:
+        return {"vae": self._train("vae", "vae", self.budget.vae_steps).read_metrics()[-1]}
+
     def stage_dit(self) -> dict:
         self._train("dit", "dit", self.budget.dit_steps, {**self.dit_settings(), **self.dlc_condition(),
                                                           "train.keep_checkpoints": 0})  # benchmarks/dit_curve.py
@@ -277,7 +286,8 @@ class Demo:
     def dit_settings(self) -> dict:
         """The main DiT's training: the table's rows are trained the same way."""
         b = self.budget
-        return {"model.arch": b.dit_arch, "sample.guidance_scale": b.guidance, "sample.steps": b.sample_steps,
+        return {"model.arch": b.dit_arch, "latent": str(self.root / "vae" / "model") if b.vae_steps else "pixel",
+                "sample.guidance_scale": b.guidance, "sample.steps": b.sample_steps,
                 "train.time_limit_minutes": b.dit_minutes, "train.lr_schedule": "cosine", "train.min_lr_ratio": 0.1}
 
     def dlc_condition(self) -> dict:
@@ -524,7 +534,7 @@ class Demo:
     # ---- report ------------------------------------------------------------------------------------
 
     def stage_report(self) -> dict:
-        runs = {name: RunDir(self.root / name) for name in ("encoder", "dit", "prior", "text")}
+        runs = {name: RunDir(self.root / name) for name in ("encoder", "vae", "dit", "prior", "text")}
         runs.update({f"table/{n}": RunDir(self.root / "table" / n) for n in ("none", "class")})
         losses = plot_losses({k: v for k, v in runs.items() if v.metrics_path.exists()}, self.figures / "losses.png")
         seconds = {name: s["seconds"] for name, s in self.state.items()}
@@ -552,10 +562,20 @@ class Demo:
                                 tables=[[{"stage": k, "minutes": round(v / 60, 2)} for k, v in seconds.items()]]))
         title = {"emoji": "colour emoji", "glyphs": "glyphs (rendered letters)"}.get(self.dataset, self.dataset)
         write_report(self.root, f"dlc demo: Discrete Latent Codes on {title}",
-                     f"Encoder, DiT, prior{' and text model' if self.captioned else ''} trained from scratch on "
-                     f"{len(self.train_set)} {noun} at {SIZE}x{SIZE} "
-                     f"{'(quick smoke run: quality not expected)' if self.quick else ''}.", sections)
+                     f"{self.models_trained()} trained from scratch on {len(self.train_set)} {noun} at {SIZE}x{SIZE}"
+                     f"{self.pretrained_parts()}{' (quick smoke run: quality not expected)' if self.quick else ''}.",
+                     sections)
         return {}
+
+    def models_trained(self) -> str:
+        names = ["encoder", *(["VAE"] if self.budget.vae_steps else []), "DiT", "prior",
+                 *(["text model"] if self.captioned else [])]
+        return (", ".join(names[:-1]) + " and " + names[-1]).capitalize()
+
+    def pretrained_parts(self) -> str:
+        """What came pretrained: the text model's frozen MiniLM, when it reads captions through one."""
+        kind = (RunDir(self.root / "text").saved_config().get("model") or {}).get("kind")
+        return "; the text model reads captions through a frozen pretrained MiniLM" if kind == "minilm" else ""
 
     @staticmethod
     def without_commands(row: dict) -> dict:

@@ -342,14 +342,17 @@ class DLCPipeline(DiffusionPipeline):
             raise DLCError(f"give one code source, not {' and '.join(given)}")
         if codes is not None:
             codes = torch.as_tensor(codes)
-            return 1 if codes.ndim == (2 if codes.is_floating_point() else 1) else len(codes)
-        if image is not None:
-            return 1 if isinstance(image, torch.Tensor) and image.ndim == 3 else len(image)
-        if prompt is not None:
-            return len(prompt) * per_prompt
-        total = num_images or (8 if compose is not None else None)
+            total = 1 if codes.ndim == (2 if codes.is_floating_point() else 1) else len(codes)
+        elif image is not None:
+            total = 1 if isinstance(image, torch.Tensor) and image.ndim == 3 else len(image)
+        elif prompt is not None:
+            total = len(prompt) * per_prompt
+        else:
+            total = num_images or (8 if compose is not None else None)
         if not total or total < 1:
-            raise DLCError("nothing to generate: give codes, image, prompt, compose sources or num_images >= 1")
+            source = given[0] if given and given[0] != "compose" else "num_images"
+            raise DLCError(f"nothing to generate: {source} holds no sample; give codes, image, prompt, compose "
+                           "sources or num_images >= 1")
         return total
 
     def make_codes(self, codes=None, image=None, prompt=None, compose=None, num_images: int = 1, *,

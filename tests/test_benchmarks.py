@@ -87,3 +87,13 @@ def test_guidance_colours_finds_green_drawn_over_yellow_and_values_pushed_out_of
     assert stats["green_in_yellow"] == pytest.approx(1 / 3, abs=1e-4)
     assert stats["out_of_range"] == [0.0, 0.25, 0.0]
     assert stats["green_share"] == 0.25 and stats["green_share_real"] == 0.0
+
+
+def test_text_identity_counts_the_prompted_codes_rank_among_the_nearest(monkeypatch):
+    quality = load_benchmark("text_quality", monkeypatch)
+    codes = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1], [2, 2, 2, 2]])
+    generated = torch.tensor([[0, 0, 0, 1], [2, 2, 2, 1]])
+    # the first is its target's own code; the second is nearest to code 3, two changes from code 1
+    assert quality.identity_hits(generated, codes, torch.tensor([1, 1]), k=1) == 0.5
+    assert quality.identity_hits(generated, codes, torch.tensor([1, 1]), k=3) == 1.0
+    assert quality.identity_hits(generated, codes, torch.tensor([3, 0]), k=1) == 0.0

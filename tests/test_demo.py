@@ -22,7 +22,7 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
-    assert list(state) == ["encoder", "codes", "dit", "prior+text", "samples", "evaluate", "toy", "report"]
+    assert list(state) == ["encoder", "codes", "vae", "dit", "prior+text", "samples", "evaluate", "toy", "report"]
     assert (out / "prior" / "model").is_dir() and (out / "text" / "model").is_dir()  # trained side by side
 
     html = (out / "report.html").read_text()
@@ -34,8 +34,8 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     assert (out / "report.md").read_text().count("![") == len(pictures)
 
     rows = state["evaluate"]["result"]["fid"]
-    assert [r["conditioning"] for r in rows] == ["DiT-N/4: DLC from the prior, CFG 3.0",
-                                                 "DiT-N/4: DLC encoded from test images, CFG 3.0",
+    assert [r["conditioning"] for r in rows] == ["DiT-N/1: DLC from the prior, CFG 3.0",
+                                                 "DiT-N/1: DLC encoded from test images, CFG 3.0",
                                                  "real training emoji (floor at this sample count)"]
     assert all(r["FID"] > 0 and r["KID std"] >= 0 and r["samples"] == 8 for r in rows)
     assert len(list((out / "fid" / "prior").glob("*.png"))) == 8 and (out / "fid" / "encoded").is_dir()
@@ -47,12 +47,12 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out)]) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 7 and "[8/8] report: starting" in log
+    assert log.count("reused") == 8 and "[9/9] report: starting" in log
 
     # --table on the finished demo adds the table: two DiTs trained as the main one, every row scored again
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out), "--table"]) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 6 and "table: starting" in log and "evaluate: starting" in log
+    assert log.count("reused") == 7 and "table: starting" in log and "evaluate: starting" in log
     state = json.loads((out / "demo.json").read_text())
     table = state["evaluate"]["result"]["table"]
     assert [r["conditioning"] for r in table] == ["none (unconditional DiT)", "class label", "DLC from the prior",
@@ -108,7 +108,7 @@ def test_demo_on_a_folder_without_captions_or_test_split_skips_text_and_says_wha
     assert main(["demo", "--data", f"imagefolder:{folder}", "--quick", "--scale", "0.3", "--fid-samples", "8",
                  "--out", str(out)]) == 0
     state = json.loads((out / "demo.json").read_text())
-    assert list(state) == ["encoder", "codes", "dit", "prior", "samples", "evaluate", "toy", "report"]
+    assert list(state) == ["encoder", "codes", "vae", "dit", "prior", "samples", "evaluate", "toy", "report"]
     assert not (out / "text").exists()  # no captions: no text model
     assert state["codes"]["result"]["codes"]["linear_probe"] >= 0  # labels from the class folders
     assert all(r["reference"] == "24 training images" for r in state["evaluate"]["result"]["fid"])

@@ -210,6 +210,10 @@ def test_bad_requests_are_clear_errors(pipe, tmp_path):
         pipe(codes=torch.zeros(1, L, dtype=torch.long), prompt=["red apple"])
     with pytest.raises(DLCError, match="num_images"):
         pipe()
+    with pytest.raises(DLCError, match="nothing to generate: codes holds no sample"):
+        pipe(codes=torch.zeros(0, L, dtype=torch.long))
+    with pytest.raises(DLCError, match="nothing to generate: prompt holds no sample"):
+        pipe(prompt=[])
     with pytest.raises(ValueError, match="output_type"):
         pipe(num_images=1, output_type="jpeg")
     with pytest.raises(DLCError, match="two or more"):

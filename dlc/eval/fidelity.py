@@ -422,6 +422,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def kid_subset_size(n: int) -> int:
+    """KID's subset size for ``n`` images a side: torch-fidelity's 1,000, or half the images when there
+    are fewer than 2,000 (subsets as large as the set would all be the whole set: a spread of 0)."""
+    return min(1000, max(2, n // 2))
+
+
 def _torch_fidelity(samples, reference, extractor: Extractor, *, kid: bool, isc: bool, prc: bool, batch_size: int,
                     device: str, cache: bool, cache_root: Path, progress: bool) -> dict:
     """FID, KID, IS and precision/recall through ``torch_fidelity.calculate_metrics``."""
@@ -434,7 +440,7 @@ def _torch_fidelity(samples, reference, extractor: Extractor, *, kid: bool, isc:
         input1=samples_set, input2=reference_set, input2_cache_name=reference_cache, cache=cache,
         cache_root=str(cache_root),
         fid=True, kid=kid and n >= 2, isc=isc and extractor.has_logits, prc=prc and n > 3,
-        kid_subset_size=min(1000, n), isc_splits=min(10, len(samples_set)), batch_size=batch_size,
+        kid_subset_size=kid_subset_size(n), isc_splits=min(10, len(samples_set)), batch_size=batch_size,
         cuda=device.startswith("cuda"), save_cpu_ram=True, verbose=progress, **extractor.kwargs(),
     )
     out = {KEYS[k]: float(v) for k, v in raw.items() if k in KEYS}
