@@ -14,7 +14,9 @@ training images (the run's ``condition.codes``), with the same sampler settings,
   each generated image and the emoji whose code made it (image -> code -> image), against
   ``shuffled``: the same images compared with the emoji of another code (the error a model that
   ignores its code would make).
-Minutes are wall-clock training minutes read from the run's metrics.jsonl. Writes JSON (one
+Minutes are wall-clock training minutes read from the run's metrics.jsonl, plus ``--offset-minutes``
+(what was spent before the DiT started, e.g. training its VAE: a latent DiT's marks then count the
+VAE's minutes against the same budget as a pixel DiT's). Writes JSON (one
 entry per run, keyed by run directory, with the guidance scale when it is not 1) and prints a table.
 """
 
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=0, help="images per evaluation (default: 0, every test image)")
     parser.add_argument("--minutes", type=float, nargs="*", default=None,
                         help="evaluate the last checkpoint reached by each of these training minutes (default: all)")
+    parser.add_argument("--offset-minutes", type=float, default=0.0,
+                        help="minutes spent before the DiT's training, added to its own (e.g. its VAE's training)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="(default: %(default)s, no guidance)")
     parser.add_argument("--seed", type=int, default=0)
@@ -94,7 +98,7 @@ def main() -> None:
     pipe = DLCPipeline.from_runs(run.root)  # the run's DiT, sampler and VAE (a latent DiT decodes through it)
     pipe.set_progress_bar_config(disable=True)
     model = pipe.dit
-    minutes = training_minutes(run)
+    minutes = {step: m + args.offset_minutes for step, m in training_minutes(run).items()}
     floor = dlc_eval.fid(train.images[: len(pick_test)], args.reference, kid=False, isc=False, progress=False)["fid"]
 
     rows = []

@@ -4,14 +4,15 @@
 
 The run's EMA DiT draws every test image from its code at each guidance scale (same seeds, the run's
 sampler), and for each scale records:
-- ``out_of_range``: the share of the sampler's final pixel values outside [-1, 1], per channel (R, G, B);
-  images are clamped to the range afterwards, so these are the values guidance pushed too far;
+- ``out_of_range``: the share of the final pixel values outside [-1, 1], per channel (R, G, B): the
+  sampler's own in pixel space, the VAE decoder's for a latent DiT; images are clamped to the range
+  afterwards, so these are the values pushed too far;
 - ``green_in_yellow``: of the pixels that are yellow in the source image (the image whose code made
   the picture), the share drawn green: the green marks on yellow faces;
 - ``green_share`` and ``green_share_real``: the share of green pixels in the pictures and in their sources;
 - ``recon_mse``: the mean squared error to the source, in [-1, 1] units.
 Yellow: hue 35-70 degrees, saturation > 0.5, value > 0.6; green: hue 75-165 degrees, saturation > 0.35,
-value > 0.25 (HSV of the uint8 images). Pixel-space DiTs only (a latent DiT's values are latents).
+value > 0.25 (HSV of the uint8 images).
 Writes JSON (keyed by run, and the interval when not all) and prints a table.
 """
 
@@ -28,7 +29,7 @@ from dlc.data import to_float, to_uint8
 from dlc.dit import DiTRunConfig
 from dlc.dit.config import load_dit_run
 from dlc.dit.diffusion import sample
-from dlc.errors import ConfigError
+from dlc.dit.latents import PixelSpace
 from dlc.runs import RunDir
 
 
@@ -63,9 +64,15 @@ def colour_stats(raw: torch.Tensor, sources: torch.Tensor) -> dict:
             "recon_mse": round(float((to_float(pictures) - to_float(sources)).pow(2).mean()), 4)}
 
 
+@torch.no_grad()
+def unclamped_pixels(space, z: torch.Tensor) -> torch.Tensor:
+    """Pixel values before the final clamp: the sampler's own, or what the VAE decodes from latents."""
+    return z if isinstance(space, PixelSpace) else space.vae.decode(z / space.scale).sample.float()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="a pixel-space DiT run directory")
+    parser.add_argument("--run", required=True, help="a DiT run directory (pixels or latents)")
     parser.add_argument("--test-codes", required=True, help="codes of the test split (.npy, row i = test image i)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     parser.add_argument("--interval", type=float, nargs=2, default=[0.0, 1.0],
@@ -78,18 +85,16 @@ def main() -> None:
 
     run = RunDir(args.run)
     config = load_config(DiTRunConfig, run.config_path)
-    if config.latent != "pixel":
-        raise ConfigError(f"{args.run} is a latent DiT (latent={config.latent}); this benchmark reads pixel values")
-    model, objective, _ = load_dit_run(run.root)
+    model, objective, space = load_dit_run(run.root)
     test = config.data.load("test")
     count = min(args.num or len(test), len(test))
     codes, sources = load_codes(args.test_codes)[:count], test.images[:count]
     rows = []
     for scale in args.scales:
-        raw = torch.cat([sample(model, objective, codes[i : i + 64], indices=range(i, min(i + 64, count)), seed=args.seed,
-                                steps=args.steps, sampler=config.sample.sampler, guidance_scale=scale,
-                                guidance_interval=tuple(args.interval))
-                         for i in range(0, count, 64)])
+        raw = torch.cat([unclamped_pixels(space, sample(
+            model, objective, codes[i : i + 64], indices=range(i, min(i + 64, count)), seed=args.seed, steps=args.steps,
+            sampler=config.sample.sampler, guidance_scale=scale, guidance_interval=tuple(args.interval)))
+            for i in range(0, count, 64)])
         rows.append({"guidance_scale": scale, **colour_stats(raw, sources)})
         print(rows[-1], flush=True)
     key = str(run.root) + (f" interval {args.interval[0]:g}-{args.interval[1]:g}" if args.interval != [0.0, 1.0] else "")
