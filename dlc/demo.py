@@ -570,7 +570,8 @@ class Demo:
     def models_trained(self) -> str:
         names = ["encoder", *(["VAE"] if self.budget.vae_steps else []), "DiT", "prior",
                  *(["text model"] if self.captioned else [])]
-        return (", ".join(names[:-1]) + " and " + names[-1]).capitalize()
+        listed = ", ".join(names[:-1]) + " and " + names[-1]
+        return listed[0].upper() + listed[1:]
 
     def pretrained_parts(self) -> str:
         """What came pretrained: the text model's frozen MiniLM, when it reads captions through one."""

@@ -74,8 +74,10 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
 def test_the_table_flag_adds_the_table_stage_to_the_whole_demo(tmp_path, table):
     from dlc.demo import Demo
 
-    names = [name for name, _, _ in Demo(str(tmp_path / "d"), quick=True, table=table).stages()]
+    demo = Demo(str(tmp_path / "d"), quick=True, table=table)
+    names = [name for name, _, _ in demo.stages()]
     assert ("table" in names) == table
+    assert demo.models_trained() == "Encoder, VAE, DiT, prior and text model"  # the report's first line
     assert {"encoder", "dit", "samples", "toy", "report"} <= set(names)
 
 
