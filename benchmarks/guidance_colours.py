@@ -30,6 +30,7 @@ from dlc.dit import DiTRunConfig
 from dlc.dit.config import load_dit_run
 from dlc.dit.diffusion import sample
 from dlc.dit.latents import PixelSpace
+from dlc.progress import tqdm
 from dlc.runs import RunDir
 
 
@@ -94,7 +95,7 @@ def main() -> None:
         raw = torch.cat([unclamped_pixels(space, sample(
             model, objective, codes[i : i + 64], indices=range(i, min(i + 64, count)), seed=args.seed, steps=args.steps,
             sampler=config.sample.sampler, guidance_scale=scale, guidance_interval=tuple(args.interval)))
-            for i in range(0, count, 64)])
+            for i in tqdm(range(0, count, 64), desc=f"guidance {scale:g}", unit="batch")])
         rows.append({"guidance_scale": scale, **colour_stats(raw, sources)})
         print(rows[-1], flush=True)
     key = str(run.root) + (f" interval {args.interval[0]:g}-{args.interval[1]:g}" if args.interval != [0.0, 1.0] else "")

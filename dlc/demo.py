@@ -463,29 +463,32 @@ class Demo:
         the images are kept in fid/NAME/ for ``dlc fid``."""
         n, g, arch = self.budget.fid_samples, self.budget.guidance, self.budget.dit_arch
         test_codes = load_codes(self.root / "codes" / "test.npy")
-        # folder -> (label, DiT run, parts, inputs, guidance)
-        sets = {"prior": (f"{arch}: DLC from the prior, CFG {g}", "dit", {"prior": "prior"}, {"num_images": n}, g),
-                "encoded": (f"{arch}: DLC encoded from test images, CFG {g}", "dit", {},
-                            {"codes": test_codes[torch.arange(n) % len(test_codes)]}, g)}
+        # group -> folder -> (label, DiT run, parts, inputs, guidance)
+        sets = {"main": {
+            "prior": (f"{arch}: DLC from the prior, CFG {g}", "dit", {"prior": "prior"}, {"num_images": n}, g),
+            "encoded": (f"{arch}: DLC encoded from test images, CFG {g}", "dit", {},
+                        {"codes": test_codes[torch.arange(n) % len(test_codes)]}, g)}, "table": {}}
         if self.table:
-            m = self.table_samples
-            sets["table-none"] = ("none (unconditional DiT)", "table/none", {}, {"num_images": m}, 1.0)
+            m, table = self.table_samples, sets["table"]
+            table["table-none"] = ("none (unconditional DiT)", "table/none", {}, {"num_images": m}, 1.0)
             if self.labelled:
-                sets["table-class"] = ("class label", "table/class", {}, {"codes": self.test_set.labels[:m].view(-1, 1)}, 1.0)
-            sets["table-prior"] = ("DLC from the prior", "dit", {"prior": "prior"}, {"num_images": m}, 1.0)
-            sets["table-encoded"] = ("DLC encoded from test images", "dit", {}, {"codes": test_codes[:m]}, 1.0)
-        rows = {"main": [], "table": []}
-        for folder, (label, run, parts, inputs, guidance) in sets.items():
-            images = self.generate(self.pipeline(run, **parts), guidance, seed=1, **inputs)
-            save_pngs(images, self.root / "fid" / folder)
-            row = self.scored(label, images, train=f"dlc train dit --config {self.root / run / 'config.yaml'}",
-                              score=f"dlc fid {self.root / 'fid' / folder} --reference {self.reference}")
-            rows["table" if folder.startswith("table") else "main"].append(row)
-        for kind, count in (("main", n), ("table", self.table_samples if self.table else 0)):
-            if count:
-                rows[kind].append(self.scored(f"real training {self.noun} (floor at this sample count)",
-                                              self.train_set.images[:count]))
+                table["table-class"] = ("class label", "table/class", {}, {"codes": self.test_set.labels[:m].view(-1, 1)}, 1.0)
+            table["table-prior"] = ("DLC from the prior", "dit", {"prior": "prior"}, {"num_images": m}, 1.0)
+            table["table-encoded"] = ("DLC encoded from test images", "dit", {}, {"codes": test_codes[:m]}, 1.0)
+        counts, rows = {"main": n, "table": self.table_samples}, {}
+        for group, folders in sets.items():
+            rows[group] = [self.scored_set(folder, *spec) for folder, spec in folders.items()]
+            if rows[group]:  # the real images' floor at this group's sample count
+                rows[group].append(self.scored(f"real training {self.noun} (floor at this sample count)",
+                                               self.train_set.images[:counts[group]]))
         return {"fid": rows["main"], "table": rows["table"]}
+
+    def scored_set(self, folder: str, label: str, run: str, parts: dict, inputs: dict, guidance: float) -> dict:
+        """Generate one set, keep it in fid/``folder``/ and score it, with the commands that remake the row."""
+        images = self.generate(self.pipeline(run, **parts), guidance, seed=1, **inputs)
+        save_pngs(images, self.root / "fid" / folder)
+        return self.scored(label, images, train=f"dlc train dit --config {self.root / run / 'config.yaml'}",
+                           score=f"dlc fid {self.root / 'fid' / folder} --reference {self.reference}")
 
     @property
     def reference(self) -> str:

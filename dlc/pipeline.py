@@ -350,7 +350,7 @@ class DLCPipeline(DiffusionPipeline):
         else:
             total = num_images or (8 if compose is not None else None)
         if not total or total < 1:
-            source = given[0] if given and given[0] != "compose" else "num_images"
+            source = given[0] if given else "num_images"  # (compose draws 8 unless told)
             raise DLCError(f"nothing to generate: {source} holds no sample; give codes, image, prompt, compose "
                            "sources or num_images >= 1")
         return total

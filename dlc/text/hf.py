@@ -159,9 +159,10 @@ def load_text_model(path: str | Path, trust_remote_code: bool = False, **kwargs)
     path = model_folder(path)
     if (path / HF_META).is_file():
         return HFTextToCode.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
-    if saved_class(path) == MiniLMTextToCode.__name__:
-        return MiniLMTextToCode.from_pretrained(path, **kwargs)
-    return TextToCode.from_pretrained(path, **kwargs)
+    return SAVED_CLASSES.get(saved_class(path), TextToCode).from_pretrained(path, **kwargs)
+
+
+SAVED_CLASSES = {cls.__name__: cls for cls in (TextToCode, MiniLMTextToCode)}  # config.json's _class_name -> class
 
 
 def saved_class(path: Path) -> str | None:

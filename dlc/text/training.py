@@ -207,7 +207,7 @@ def train(config: TextRunConfig) -> RunDir:
     model = build_model(config, L, V, captions)
     layout, run = model.layout, RunDir(config.run_dir)
     text_length = padded_text_length(model)
-    caption_dropout = config.model.caption_dropout if config.model.kind == "minilm" else None
+    caption_dropout = getattr(model.config, "caption_dropout", None)  # a model trained with LLaDA's fine-tuning loss
 
     def loss_fn(net, batch, info):
         codes = batch.get("code")
