@@ -11,10 +11,11 @@ interrupted training resumes from its last checkpoint):
     prior+text  the masked-diffusion code prior and the text-to-code model, side by side (the
              prior alone for images without captions) -> prior/, text/
     table    --table only: the paper's conditioning table, an unconditional and a class-conditioned
-             DiT trained exactly as the main one (the main DiT is the table's DLC rows) -> table/{none,class}/
+             DiT trained exactly as the main one (the main DiT is the table's DLC rows), every row
+             sampled without guidance and scored -> table/{none,class}/, fid/table-*/
     samples  reconstructions, prior samples, compositions, text-to-image -> report/*.png
     judge    glyphs only: compositions and prompts judged by the factor classifiers
-    evaluate FID and KID of the main DiT (and of the table's rows) -> fid/
+    evaluate FID and KID of the main DiT -> fid/
     toy      the paper's toy experiment (Section 3): KL of 2-D diffusion models, unconditional
              vs conditioned on a mixture index, as ``dlc toy``  -> toy/
     report   report.html and report.md
@@ -93,6 +94,7 @@ SECONDS_PER_STEP = {"encoder": 1.1, "vae": 0.24, "DiT-T/4": 0.55, "DiT-N/4": 0.2
                     "prior": 0.2, "text": 0.22,
                     "prior 1 thread": 0.31, "text 1 thread": 0.25,  # the MiniLM reader: 1,000 steps in 4.1 min
                     "toy": 0.0031}  # a toy model's step, sampling and scoring included, two side by side
+SECONDS_PER_FID_IMAGE = 0.36  # sampling and Inception features
 
 
 PAIR_NAMES = ("original", "from code")  # the captions of a reconstruction pair
@@ -165,18 +167,17 @@ class Demo:
         else:
             models = ("prior+text", self.stage_prior_and_text, max(b.prior_steps * SECONDS_PER_STEP["prior 1 thread"],
                                                                    b.text_steps * SECONDS_PER_STEP["text 1 thread"]) / 60)
-        fid_images = 3 * b.fid_samples + (len(self.table_rows()) * self.table_samples if self.table else 0)
+        table_images = (len(self.table_rows()) + 3) * self.table_samples
         stages = [
             ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
             ("codes", self.stage_codes, 0.3),
             ("vae", self.stage_vae, b.vae_steps * SECONDS_PER_STEP["vae"] / 60),
             ("dit", self.stage_dit, dit_min),
             models,
-            ("table", self.stage_table, len(self.table_rows()) * dit_min),
+            ("table", self.stage_table, len(self.table_rows()) * dit_min + SECONDS_PER_FID_IMAGE * table_images / 60),
             ("samples", self.stage_samples, 2.0),
             ("judge", self.stage_judge, 5.0),  # the first time, 4 of them train the judges (then cached)
-            # sampling and Inception features: measured ~0.36 s an image
-            ("evaluate", self.stage_evaluate, 0.36 * fid_images / 60),
+            ("evaluate", self.stage_evaluate, SECONDS_PER_FID_IMAGE * 3 * b.fid_samples / 60),
             ("toy", self.stage_toy, 3 * len(b.toy_ns) * b.toy_steps * SECONDS_PER_STEP["toy"] / 60),
             ("report", self.stage_report, 0.1),
         ]
@@ -185,12 +186,12 @@ class Demo:
 
     def run(self) -> Path:
         stages = self.stages()
-        total = sum(est for name, _, est in stages if not self.done(name))
+        total = sum(est for name, _, est in stages if name not in self.state or name == "report")
         print(f"dlc demo: {len(stages)} stages in {self.root}, about {total:.0f} min of work left on 2 CPU cores"
               f"{' (quick smoke run)' if self.quick else ''}")
         for number, (name, fn, estimate) in enumerate(stages, 1):
             prefix = f"[{number}/{len(stages)}] {name}"
-            if self.done(name):
+            if name in self.state and name != "report":
                 print(f"{prefix}: done in an earlier run ({self.state[name]['seconds'] / 60:.1f} min), reused")
                 continue
             print(f"{prefix}: starting (about {estimate:.1f} min)", flush=True)
@@ -202,13 +203,6 @@ class Demo:
         report = self.root / "report.html"
         print(f"dlc demo: open {report}")
         return report
-
-    def done(self, name: str) -> bool:
-        """Whether stage ``name`` finished in an earlier run with all this run asks of it (an evaluation
-        without the table does not count for a --table run)."""
-        if name not in self.state or name == "report":
-            return False
-        return not (name == "evaluate" and self.table and not self.state[name]["result"].get("table"))
 
     def _config(self, stage: str, run: str, steps: int, settings: dict | None = None):
         """The demo's preset of ``stage`` for one of its models: its run directory, data, steps and settings."""
@@ -324,10 +318,19 @@ class Demo:
         return self.budget.fid_samples if self.quick else min(len(self.test_set), 1000)
 
     def stage_table(self) -> dict:
+        """The paper's conditioning table: the unconditional and class DiTs trained exactly as the main
+        one, then every row sampled without guidance (as the paper's ablation) for every held-out image
+        and scored, the main DiT standing for the DLC rows."""
         for name, kind in self.table_rows().items():
             print(f"  table: training the {name} DiT ({self.budget.dit_steps} steps, as the main DiT)")
             self._train("dit", f"table/{name}", self.budget.dit_steps, {**self.dit_settings(), "condition.kind": kind})
-        return {}
+        m, test_codes = self.table_samples, load_codes(self.root / "codes" / "test.npy")
+        rows = {"table-none": ("none (unconditional DiT)", "table/none", {}, {"num_images": m}),
+                **({"table-class": ("class label", "table/class", {}, {"codes": self.test_set.labels[:m].view(-1, 1)})}
+                   if self.labelled else {}),
+                "table-prior": ("DLC from the prior", "dit", {"prior": "prior"}, {"num_images": m}),
+                "table-encoded": ("DLC encoded from test images", "dit", {}, {"codes": test_codes[:m]})}
+        return {"rows": self.scored_sets({folder: (*spec, 1.0) for folder, spec in rows.items()}, m)}
 
     # ---- sampling ----------------------------------------------------------------------------------
 
@@ -458,30 +461,20 @@ class Demo:
         return chosen
 
     def stage_evaluate(self) -> dict:
-        """FID and KID of the main DiT's pictures (CFG, ``fid_samples`` each) and, with --table, of the
-        paper's conditioning table (no guidance, every held-out image), against the held-out split;
+        """FID and KID of the main DiT's pictures (CFG, ``fid_samples`` each) against the held-out split;
         the images are kept in fid/NAME/ for ``dlc fid``."""
         n, g, arch = self.budget.fid_samples, self.budget.guidance, self.budget.dit_arch
         test_codes = load_codes(self.root / "codes" / "test.npy")
-        # group -> folder -> (label, DiT run, parts, inputs, guidance)
-        sets = {"main": {
+        return {"fid": self.scored_sets({
             "prior": (f"{arch}: DLC from the prior, CFG {g}", "dit", {"prior": "prior"}, {"num_images": n}, g),
             "encoded": (f"{arch}: DLC encoded from test images, CFG {g}", "dit", {},
-                        {"codes": test_codes[torch.arange(n) % len(test_codes)]}, g)}, "table": {}}
-        if self.table:
-            m, table = self.table_samples, sets["table"]
-            table["table-none"] = ("none (unconditional DiT)", "table/none", {}, {"num_images": m}, 1.0)
-            if self.labelled:
-                table["table-class"] = ("class label", "table/class", {}, {"codes": self.test_set.labels[:m].view(-1, 1)}, 1.0)
-            table["table-prior"] = ("DLC from the prior", "dit", {"prior": "prior"}, {"num_images": m}, 1.0)
-            table["table-encoded"] = ("DLC encoded from test images", "dit", {}, {"codes": test_codes[:m]}, 1.0)
-        counts, rows = {"main": n, "table": self.table_samples}, {}
-        for group, folders in sets.items():
-            rows[group] = [self.scored_set(folder, *spec) for folder, spec in folders.items()]
-            if rows[group]:  # the real images' floor at this group's sample count
-                rows[group].append(self.scored(f"real training {self.noun} (floor at this sample count)",
-                                               self.train_set.images[:counts[group]]))
-        return {"fid": rows["main"], "table": rows["table"]}
+                        {"codes": test_codes[torch.arange(n) % len(test_codes)]}, g)}, n)}
+
+    def scored_sets(self, sets: dict[str, tuple], count: int) -> list[dict]:
+        """One scored row per set (folder -> label, DiT run, parts, inputs, guidance), then the real
+        training images' floor at the same sample count."""
+        return [*(self.scored_set(folder, *spec) for folder, spec in sets.items()),
+                self.scored(f"real training {self.noun} (floor at this sample count)", self.train_set.images[:count])]
 
     def scored_set(self, folder: str, label: str, run: str, parts: dict, inputs: dict, guidance: float) -> dict:
         """Generate one set, keep it in fid/``folder``/ and score it, with the commands that remake the row."""
@@ -553,8 +546,8 @@ class Demo:
                 f"standard deviation over subsets) on {b.fid_samples} samples. FID is biased high at this count: "
                 "compare rows, and with the real images' floor, not with the paper.",
                 tables=[[self.without_commands(r) for r in results["evaluate"]["fid"]]]))
-            if results["evaluate"].get("table"):
-                sections.append(self.table_section(results["evaluate"]["table"]))
+        if "table" in results:
+            sections.append(self.table_section(results["table"]["rows"]))
         if "codes" in results:
             sections.append(self.codes_section(results["codes"], noun))
         if "toy" in results:

@@ -49,12 +49,13 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     log = capsys.readouterr().out
     assert log.count("reused") == 8 and "[9/9] report: starting" in log
 
-    # --table on the finished demo adds the table: two DiTs trained as the main one, every row scored again
+    # --table on the finished demo adds the table stage alone: two DiTs trained as the main one, every row scored
     assert main(["demo", "--quick", "--scale", "0.3", "--fid-samples", "8", "--out", str(out), "--table"]) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 7 and "table: starting" in log and "evaluate: starting" in log
+    assert log.count("reused") == 8 and "table: starting" in log and "evaluate: starting" not in log
     state = json.loads((out / "demo.json").read_text())
-    table = state["evaluate"]["result"]["table"]
+    assert state["evaluate"]["result"]["fid"] == rows  # the main DiT's scores stand
+    table = state["table"]["result"]["rows"]
     assert [r["conditioning"] for r in table] == ["none (unconditional DiT)", "class label", "DLC from the prior",
                                                   "DLC encoded from test images",
                                                   "real training emoji (floor at this sample count)"]
@@ -151,7 +152,7 @@ def test_a_table_run_reports_only_what_it_made(tmp_path):
     rows = [{"conditioning": "none (unconditional DiT)", "FID": 301.2, "samples": 8, "train": "T", "score": "S"},
             {"conditioning": "DLC encoded from test images", "FID": 150.6, "samples": 8, "train": "T2", "score": "S2"}]
     demo.state = {"codes": {"seconds": 6.0, "result": {"usage": {"values_used_mean": 21.5}}},
-                  "evaluate": {"seconds": 9.0, "result": {"fid": [], "table": rows}}}
+                  "table": {"seconds": 9.0, "result": {"rows": rows}}}
     demo.stage_report()
     html = (tmp_path / "d" / "report.html").read_text()
     assert "301.2" in html and "21.5" in html and "2.00x the DLC-encoded" in html
