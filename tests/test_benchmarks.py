@@ -97,3 +97,18 @@ def test_text_identity_counts_the_prompted_codes_rank_among_the_nearest(monkeypa
     assert quality.identity_hits(generated, codes, torch.tensor([1, 1]), k=1) == 0.5
     assert quality.identity_hits(generated, codes, torch.tensor([1, 1]), k=3) == 1.0
     assert quality.identity_hits(generated, codes, torch.tensor([3, 0]), k=1) == 0.0
+
+
+def test_pretrained_features_at_299_px_are_the_fid_networks_pool_and_smaller_inputs_work(monkeypatch):
+    from dlc.eval.fidelity import InceptionWeightsError
+
+    bench = load_benchmark("pretrained_features", monkeypatch)
+    try:
+        layers = bench.inception_layers()
+    except (SystemExit, InceptionWeightsError) as e:
+        pytest.skip(f"no offline TorchScript Inception here: {e}")
+    images = dlc.data.load("emoji", size=32, split="test").images[:3]
+    at_299 = bench.pooled_features(layers, images, 299)
+    assert torch.allclose(at_299, dlc_eval.image_features(images), atol=1e-4)  # FID's own input path
+    at_75 = bench.pooled_features(layers, images, 75)  # the smallest input its stem accepts
+    assert at_75.shape == (3, 2048) and at_75.min() >= 0 and not torch.allclose(at_75, at_299, atol=1e-2)

@@ -1,0 +1,85 @@
+"""What a pretrained network's features know about a dataset's factors, and at what input size.
+
+    python benchmarks/pretrained_features.py --data glyphs --sizes 75 107 139 299
+
+The FID network (Inception-v3 pretrained on ImageNet: the TorchScript copy that ``dlc data assets``
+unpacks offline) runs on the dataset's images resized to each size (TensorFlow-style bilinear, FID's
+own input path, which is the 299 row), and its last Inception block's map is averaged into 2,048
+features. Linear probes on the test split, for the label and every known factor (the glyphs' letter,
+colour, background, font), and the seconds per image on this machine's threads: the ceiling that a
+frozen pretrained backbone could hand the SEM, and its price. Writes JSON and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from _results import merge_into
+
+from dlc import data
+from dlc.eval.codes import factor_labels, linear_probe
+from dlc.eval.fidelity import TORCHSCRIPT_EXTRACTOR, _tf_resize, find_inception
+from dlc.progress import tqdm
+
+
+def inception_layers() -> list[torch.nn.Module]:
+    """The FID Inception's blocks, stem to the last Inception block (its fixed 8x8 pool left out)."""
+    extractor = find_inception(allow_download=False)
+    if extractor.name != TORCHSCRIPT_EXTRACTOR:
+        raise SystemExit(f"this benchmark runs the TorchScript Inception ('dlc data assets' unpacks it); found "
+                         f"{extractor.name} at {extractor.weights}")
+    net = torch.jit.load(extractor.weights, map_location="cpu").eval()
+    return [layer for name, layer in net.net.layers.named_children() if name != "pool2"]
+
+
+@torch.no_grad()
+def pooled_features(layers, images: torch.Tensor, size: int, batch: int = 64) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> (N, 2048): Inception's last block at input ``size``, averaged."""
+    out = []
+    for start in tqdm(range(0, len(images), batch), desc=f"inception at {size} px", leave=False):
+        x = (_tf_resize(images[start:start + batch].float(), size) - 128) / 128  # (B, 3, size, size)
+        for layer in layers:
+            x = layer(x)
+        out.append(x.mean((2, 3)))  # (B, 2048, h, w) -> (B, 2048)
+    return torch.cat(out)
+
+
+def probe_at(layers, train, test, size: int) -> dict:
+    started = time.time()
+    x_train, x_test = pooled_features(layers, train.images, size), pooled_features(layers, test.images, size)
+    seconds = time.time() - started
+    targets = {"label": (train.labels, test.labels)} if train.labels is not None else {}
+    targets.update({f: (factor_labels(train, f), factor_labels(test, f)) for f in getattr(train, "factors", {})})
+    return {"size": size, "seconds_per_image": round(seconds / (len(train) + len(test)), 5),
+            **{name: linear_probe(x_train, y_train, x_test, y_test)["accuracy"]
+               for name, (y_train, y_test) in targets.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="glyphs", help="a dataset name (glyphs, emoji, ...) or imagefolder:PATH")
+    parser.add_argument("--image-size", type=int, default=32, help="the size the dataset is loaded at")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[75, 107, 139, 299],
+                        help="Inception input sizes (75 is the smallest its stem accepts)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/pretrained_features.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    train, test = (data.in_memory(data.load(args.data, size=args.image_size, split=s, channels=3))
+                   for s in ("train", "test"))
+    layers = inception_layers()
+    rows = [probe_at(layers, train, test, size) for size in args.sizes]
+    merge_into(args.out, f"{args.data}-{args.image_size}", {
+        "network": "Inception-v3 (FID), last block averaged", "train_images": len(train), "test_images": len(test),
+        "torch_threads": torch.get_num_threads(), "rows": rows})
+    names = [k for k in rows[0] if k not in ("size", "seconds_per_image")]
+    print(f"{'size':>5} {'s/image':>8} " + " ".join(f"{n:>10}" for n in names))
+    for r in rows:
+        print(f"{r['size']:>5} {r['seconds_per_image']:>8.4f} " + " ".join(f"{r[n]:>10.3f}" for n in names))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
