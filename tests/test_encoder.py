@@ -161,6 +161,29 @@ def test_ibot_option_trains_and_resume_matches_uninterrupted(tmp_path, monkeypat
     assert lrs[0] == 0 and len(lrs) >= 4  # the frozen head at 0, the other groups each at its own rate
 
 
+def test_distill_loss_is_zero_for_the_standardised_target_and_near_one_for_noise():
+    target = torch.rand(64, 2048, generator=torch.Generator().manual_seed(0)) + 5  # all positive, as after a ReLU
+    standardised = (target - target.mean(0)) / target.std(0)
+    assert et.distill_loss(3 * standardised, target).item() == pytest.approx(0, abs=1e-5)  # scale-free
+    assert et.distill_loss(torch.randn(64, 2048), target).item() == pytest.approx(1, abs=0.05)
+
+
+def test_distillation_from_inception_trains_and_stays_out_of_the_saved_encoder(tmp_path):
+    from dlc.eval.fidelity import InceptionWeightsError, inception_trunk
+
+    try:
+        inception_trunk()
+    except InceptionWeightsError as e:
+        pytest.skip(f"no offline TorchScript Inception here: {e}")
+    # distillation alone: the codes learn to predict the pretrained features of their crops
+    run = et.train(tiny_config(tmp_path, "ssl.distill_weight=1.0", "ssl.dino_weight=0", "ssl.koleo_weight=0",
+                               "train.steps=20", "train.lr=3e-3", "train.checkpoint_every=1000"))
+    distill = np.array([r["distill"] for r in run.read_metrics()])
+    assert len(distill) == 20 and distill[-5:].mean() < distill[:5].mean() - 0.05
+    enc = DLCEncoder.from_pretrained(run.root)
+    assert not any("distill" in k or "head" in k for k in enc.state_dict())
+
+
 def test_usage_stats_on_known_codes():
     codes = torch.tensor([[0, 1], [0, 2], [0, 1], [3, 3]])
     s = usage_stats(codes, vocab_size=4)

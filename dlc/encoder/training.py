@@ -5,7 +5,11 @@ the global crops. Losses, as in the paper:
 - DINO on the SEM output (the code's probabilities mapped back through the final norm) with
   teacher centring and a teacher temperature warm-up;
 - KoLeo on the same SEM output (spreads the codes out: no collapse);
-- iBOT (optional): masked patch tokens of the student predict the teacher's, bypassing the SEM.
+- iBOT (optional): masked patch tokens of the student predict the teacher's, bypassing the SEM;
+- distillation from a pretrained network (optional): the SEM output of each global crop predicts the
+  frozen FID Inception's features of the same crop, so that the code learns what a network trained on
+  ImageNet already sees (the glyphs' letters) instead of only what self-distillation finds first
+  (their colour). Inception is then no longer an independent judge of this encoder's pictures.
 
     dlc train encoder --config emoji            # or: python train/encoder.py --config emoji
 
@@ -104,6 +108,8 @@ class SSLConfig:
     ibot_weight: NonNegativeFloat = 0.0  # > 0 turns on the masked-patch loss (and the encoder's mask token)
     mask_prob: Probability = 0.5  # fraction of global crops that are masked
     mask_ratio: tuple[Probability, Probability] = (0.1, 0.5)  # of the patches of a masked crop
+    distill_weight: NonNegativeFloat = 0.0  # > 0: the SEM output also predicts the FID Inception's features
+    distill_size: PositiveInt = 75  # Inception's input size for the crops (75 px and up; 299: FID's own)
     # DINOv2's fine-tuning recipe (the defaults: one rate for every parameter)
     layer_decay: Probability = 1.0  # block i of n learns at layer_decay ** (n + 1 - i); embeddings at ** (n + 1)
     patch_embed_lr_scale: PositiveFloat = 1.0  # the patch embedding's extra rate factor (DINOv2: 0.2)
@@ -275,6 +281,17 @@ def koleo_over_crops(embedding: torch.Tensor, batch: int) -> torch.Tensor:
     return sum(koleo(e) for e in embedding.split(batch))
 
 
+INCEPTION_FEATURES = 2048  # the width of the FID Inception's pool features
+
+
+def distill_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cosine distance between predicted and pretrained features (N, F), each target dimension
+    standardised over the batch first: the features are averages after a ReLU, all positive, so
+    without centring every pair of images would already look alike."""
+    target = (target - target.mean(0)) / target.std(0).clamp(min=1e-6)
+    return (1 - F.cosine_similarity(prediction.float(), target, dim=-1)).mean()
+
+
 def ibot_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, masks: torch.Tensor,
               student_temp: float) -> torch.Tensor:
     """Masked-patch cross-entropy as DINOv2 normalises it: each crop's masked patches are averaged,
@@ -295,16 +312,20 @@ class SSLModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = DINOHead(encoder.vit.embed_dim, ssl.head_hidden, ssl.head_bottleneck, ssl.prototypes)
+        self.distill = nn.Linear(encoder.vit.embed_dim, INCEPTION_FEATURES) if ssl.distill_weight else None
         self.ssl = ssl
 
     def forward(self, crops: list[torch.Tensor], masks: torch.Tensor | None = None, patches: bool = False) -> dict:
         """Crops grouped by size (the first: global crops, masked by ``masks``) -> head logits of the
-        SEM outputs of all crops, the global crops' SEM outputs and, with ``patches``, the head
-        logits of every global patch token (2B, N, K) for iBOT."""
+        SEM outputs of all crops, the global crops' SEM outputs, with ``patches`` the head logits of
+        every global patch token (2B, N, K) for iBOT, and with distillation the global crops'
+        predicted Inception features (2B, 2048)."""
         outputs = [self.encoder(x, masks if i == 0 else None, self.ssl.sem_tau) for i, x in enumerate(crops)]
         out = {"logits": self.head(torch.cat([o["embedding"] for o in outputs])), "embedding": outputs[0]["embedding"]}
         if patches:
             out["patch_logits"] = self.head(outputs[0]["patches"])
+        if self.distill is not None:
+            out["distill"] = self.distill(outputs[0]["embedding"])
         return out
 
     def save_pretrained(self, path, **kwargs) -> None:
@@ -385,14 +406,24 @@ class SSLLoss:
         self.config, self.grid = config, grid  # the global crops' patch grid side
         self.center = Centering(config.ssl.prototypes, config.ssl.center_momentum)
         self.patch_center = Centering(config.ssl.prototypes, config.ssl.center_momentum)
+        self.pretrained = None  # the frozen Inception trunk, loaded at the first step that needs it
+
+    def pretrained_features(self, crops01: torch.Tensor) -> torch.Tensor:
+        """The frozen FID Inception's pool features (2B, 2048) of crops in [0, 1], at ``distill_size``."""
+        from ..eval.fidelity import inception_pool, inception_trunk
+
+        if self.pretrained is None:
+            self.pretrained = inception_trunk().to(crops01.device)
+        with torch.no_grad():
+            return inception_pool(self.pretrained, crops01 * 255, self.config.ssl.distill_size)
 
     def __call__(self, model, batch: dict, info) -> tuple[torch.Tensor, dict]:
         ssl = self.config.ssl
         images = batch["image"]
         n = len(images)
-        global_crops, local_crops = multicrop(images, self.config.crops)
+        global_crops01, local_crops = multicrop(images, self.config.crops)
         normalize = info.ema.encoder.normalize
-        global_crops = normalize(global_crops)
+        global_crops = normalize(global_crops01)
         crops = [global_crops] + ([normalize(local_crops)] if local_crops is not None else [])
         masks = (random_masks(len(global_crops), self.grid, ssl.mask_prob, ssl.mask_ratio, images.device)
                  if ssl.ibot_weight else None)
@@ -411,6 +442,10 @@ class SSLLoss:
             loss = loss + ssl.ibot_weight * ibot
             metrics["ibot"] = ibot.item()
             self.patch_center.update(teacher["patch_logits"][masks])
+        if ssl.distill_weight:
+            distill = distill_loss(student["distill"], self.pretrained_features(global_crops01))
+            loss = loss + ssl.distill_weight * distill
+            metrics["distill"] = distill.item()
         self.center.update(teacher["logits"])
         return loss, metrics
 
