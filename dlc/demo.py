@@ -97,6 +97,7 @@ SECONDS_PER_STEP = {"encoder": 1.1, "vae": 0.24, "DiT-T/4": 0.55, "DiT-N/4": 0.2
 SECONDS_PER_FID_IMAGE = 0.36  # sampling and Inception features
 
 
+SOURCE_ERROR = "MSE to test image i"  # the table's column: how much of its own held-out image a sample carries
 PAIR_NAMES = ("original", "from code")  # the captions of a reconstruction pair
 
 
@@ -319,18 +320,22 @@ class Demo:
 
     def stage_table(self) -> dict:
         """The paper's conditioning table: the unconditional and class DiTs trained exactly as the main
-        one, then every row sampled without guidance (as the paper's ablation) for every held-out image
-        and scored, the main DiT standing for the DLC rows."""
+        one, for the steps it reached (without the time cap that may have stopped it early), then every
+        row sampled without guidance (as the paper's ablation) for every held-out image and scored, the
+        main DiT standing for the DLC rows."""
+        steps = RunDir(self.root / "dit").checkpoint_steps()[-1]
         for name, kind in self.table_rows().items():
-            print(f"  table: training the {name} DiT ({self.budget.dit_steps} steps, as the main DiT)")
-            self._train("dit", f"table/{name}", self.budget.dit_steps, {**self.dit_settings(), "condition.kind": kind})
+            print(f"  table: training the {name} DiT ({steps} steps, as the main DiT)")
+            self._train("dit", f"table/{name}", steps, {**self.dit_settings(), "condition.kind": kind,
+                                                        "train.time_limit_minutes": 0})
         m, test_codes = self.table_samples, load_codes(self.root / "codes" / "test.npy")
         rows = {"table-none": ("none (unconditional DiT)", "table/none", {}, {"num_images": m}),
                 **({"table-class": ("class label", "table/class", {}, {"codes": self.test_set.labels[:m].view(-1, 1)})}
                    if self.labelled else {}),
                 "table-prior": ("DLC from the prior", "dit", {"prior": "prior"}, {"num_images": m}),
                 "table-encoded": ("DLC encoded from test images", "dit", {}, {"codes": test_codes[:m]})}
-        return {"rows": self.scored_sets({folder: (*spec, 1.0) for folder, spec in rows.items()}, m)}
+        return {"rows": self.scored_sets({folder: (*spec, 1.0) for folder, spec in rows.items()}, m,
+                                         sources=self.test_set.images[:m]), "steps": steps}
 
     # ---- sampling ----------------------------------------------------------------------------------
 
@@ -470,17 +475,19 @@ class Demo:
             "encoded": (f"{arch}: DLC encoded from test images, CFG {g}", "dit", {},
                         {"codes": test_codes[torch.arange(n) % len(test_codes)]}, g)}, n)}
 
-    def scored_sets(self, sets: dict[str, tuple], count: int) -> list[dict]:
+    def scored_sets(self, sets: dict[str, tuple], count: int, sources: torch.Tensor | None = None) -> list[dict]:
         """One scored row per set (folder -> label, DiT run, parts, inputs, guidance), then the real
-        training images' floor at the same sample count."""
-        return [*(self.scored_set(folder, *spec) for folder, spec in sets.items()),
-                self.scored(f"real training {self.noun} (floor at this sample count)", self.train_set.images[:count])]
+        training images' floor at the same sample count; with ``sources``, each row's error to them."""
+        return [*(self.scored_set(folder, *spec, source=sources) for folder, spec in sets.items()),
+                self.scored(f"real training {self.noun} (floor at this sample count)", self.train_set.images[:count],
+                            source=sources)]
 
-    def scored_set(self, folder: str, label: str, run: str, parts: dict, inputs: dict, guidance: float) -> dict:
+    def scored_set(self, folder: str, label: str, run: str, parts: dict, inputs: dict, guidance: float,
+                   source: torch.Tensor | None = None) -> dict:
         """Generate one set, keep it in fid/``folder``/ and score it, with the commands that remake the row."""
         images = self.generate(self.pipeline(run, **parts), guidance, seed=1, **inputs)
         save_pngs(images, self.root / "fid" / folder)
-        return self.scored(label, images, train=f"dlc train dit --config {self.root / run / 'config.yaml'}",
+        return self.scored(label, images, source, train=f"dlc train dit --config {self.root / run / 'config.yaml'}",
                            score=f"dlc fid {self.root / 'fid' / folder} --reference {self.reference}")
 
     @property
@@ -488,14 +495,18 @@ class Demo:
         """The held-out split by name (its Inception features are cached)."""
         return f"{self.dataset}-{SIZE}-{self.test_split}"
 
-    def scored(self, label: str, images: torch.Tensor, **commands: str) -> dict:
-        """A report row: FID and KID (with its standard deviation over subsets) of ``images``."""
+    def scored(self, label: str, images: torch.Tensor, source: torch.Tensor | None = None, **commands: str) -> dict:
+        """A report row: FID and KID (with its standard deviation over subsets) of ``images``; with
+        ``source`` (as many held-out images), the mean squared error of image i to source i."""
         from .eval import fid
 
         scores = fid(images, self.reference, kid=True, isc=False, progress=False)
         print(f"  FID {label}: {scores['fid']:.1f}, KID {scores['kid']:.4f}")
-        return {"conditioning": label, "FID": round(scores["fid"], 1), "KID": round(scores["kid"], 4),
-                "KID std": round(scores["kid_std"], 4), "samples": len(images), "reference": self.reference_name,
+        row = {"conditioning": label, "FID": round(scores["fid"], 1), "KID": round(scores["kid"], 4),
+               "KID std": round(scores["kid_std"], 4)}
+        if source is not None:  # [-1, 1] pixel units
+            row[SOURCE_ERROR] = round(float((data.to_float(images) - data.to_float(source)).pow(2).mean()), 3)
+        return {**row, "samples": len(images), "reference": self.reference_name,
                 "sampler": f"{self.budget.sample_steps} steps" if commands else "-", **commands}
 
     # ---- the toy experiment -------------------------------------------------------------------------
@@ -547,7 +558,7 @@ class Demo:
                 "compare rows, and with the real images' floor, not with the paper.",
                 tables=[[self.without_commands(r) for r in results["evaluate"]["fid"]]]))
         if "table" in results:
-            sections.append(self.table_section(results["table"]["rows"]))
+            sections.append(self.table_section(**results["table"]))
         if "codes" in results:
             sections.append(self.codes_section(results["codes"], noun))
         if "toy" in results:
@@ -578,7 +589,7 @@ class Demo:
     def without_commands(row: dict) -> dict:
         return {k: v for k, v in row.items() if k not in ("train", "score")}
 
-    def table_section(self, rows: list[dict]) -> Section:
+    def table_section(self, rows: list[dict], steps: int) -> Section:
         b = self.budget
         fids = {r["conditioning"]: r["FID"] for r in rows}
         ratio = fids["none (unconditional DiT)"] / fids["DLC encoded from test images"]
@@ -586,11 +597,14 @@ class Demo:
                     for r in rows if "train" in r]
         return Section(
             "The paper's conditioning table",
-            f"Every row's DiT trained as the main one ({b.dit_arch}, {b.dit_steps} steps of batch 32, at most "
-            f"{b.dit_minutes:g} minutes; the DLC rows are the main DiT), sampled without guidance as in the paper's "
-            f"ablation, scored on {rows[0]['samples']} samples against the {self.reference_name}. The paper's "
-            "ordering is unconditional >> class > DLC from the prior >= DLC encoded; here the unconditional FID is "
-            f"{ratio:.2f}x the DLC-encoded one. Each row's samples are kept: its `score` command recomputes its "
+            f"Every row's DiT trained as the main one ({b.dit_arch}, {steps} steps of batch 32; the DLC rows are "
+            f"the main DiT), sampled without guidance as in the paper's ablation, scored on {rows[0]['samples']} "
+            f"samples against the {self.reference_name}. The paper's ordering is unconditional >> class > DLC from "
+            f"the prior >= DLC encoded; here the unconditional FID is {ratio:.2f}x the DLC-encoded one. "
+            f"{SOURCE_ERROR}: sample i against held-out image i, in [-1, 1] pixel units: how much of that very "
+            "image its condition carries (sample i of the class row has image i's label, of the encoded row its "
+            "code; the other rows' samples are unrelated to it, their error is the baseline). "
+            "Each row's samples are kept: its `score` command recomputes its "
             "FID and KID, its `train` command retrains its DiT; `dlc demo --table` makes the whole table.",
             tables=[[self.without_commands(r) for r in rows], commands])
 

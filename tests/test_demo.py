@@ -59,11 +59,14 @@ def test_smoke_demo_writes_the_whole_report_and_reuses_stages(tmp_path, capsys):
     assert [r["conditioning"] for r in table] == ["none (unconditional DiT)", "class label", "DLC from the prior",
                                                   "DLC encoded from test images",
                                                   "real training emoji (floor at this sample count)"]
-    assert all(r["FID"] > 0 and r["samples"] == 8 for r in table)
+    assert all(r["FID"] > 0 and r["samples"] == 8 and r["MSE to test image i"] > 0 for r in table)
+    assert state["table"]["result"]["steps"] == 9  # the main DiT's steps (QUICK's 30, scaled by 0.3)
     main_dit, unconditional = (yaml.safe_load((out / run / "config.yaml").read_text()) for run in ("dit", "table/none"))
     for section in ("model", "sample"):
         assert main_dit[section] == unconditional[section]
-    assert {**main_dit["train"], "keep_checkpoints": None} == {**unconditional["train"], "keep_checkpoints": None}
+    uncapped = {"keep_checkpoints": None, "time_limit_minutes": None}  # the table's rows: the steps, not the cap
+    assert {**main_dit["train"], **uncapped} == {**unconditional["train"], **uncapped}
+    assert unconditional["train"]["time_limit_minutes"] == 0
     assert unconditional["condition"]["kind"] == "none"
     assert table[0]["train"] == f"dlc train dit --config {out / 'table/none/config.yaml'}"
     assert table[0]["score"] == f"dlc fid {out / 'fid/table-none'} --reference emoji-32-test"
@@ -152,10 +155,10 @@ def test_a_table_run_reports_only_what_it_made(tmp_path):
     rows = [{"conditioning": "none (unconditional DiT)", "FID": 301.2, "samples": 8, "train": "T", "score": "S"},
             {"conditioning": "DLC encoded from test images", "FID": 150.6, "samples": 8, "train": "T2", "score": "S2"}]
     demo.state = {"codes": {"seconds": 6.0, "result": {"usage": {"values_used_mean": 21.5}}},
-                  "table": {"seconds": 9.0, "result": {"rows": rows}}}
+                  "table": {"seconds": 9.0, "result": {"rows": rows, "steps": 2400}}}
     demo.stage_report()
     html = (tmp_path / "d" / "report.html").read_text()
-    assert "301.2" in html and "21.5" in html and "2.00x the DLC-encoded" in html
+    assert "301.2" in html and "21.5" in html and "2.00x the DLC-encoded" in html and "2400 steps" in html
     assert "<img" not in html  # no samples, no training curves: no pictures linked
 
 
