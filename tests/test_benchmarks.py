@@ -100,9 +100,7 @@ def test_text_identity_counts_the_prompted_codes_rank_among_the_nearest(monkeypa
 
 
 def test_pretrained_features_at_299_px_are_the_fid_networks_pool_and_smaller_inputs_work(monkeypatch):
-    from dlc.eval.fidelity import InceptionWeightsError
-
-    from dlc.eval.fidelity import inception_trunk
+    from dlc.eval.fidelity import InceptionWeightsError, inception_trunk
 
     bench = load_benchmark("pretrained_features", monkeypatch)
     try:

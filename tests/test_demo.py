@@ -152,13 +152,15 @@ def test_a_table_run_reports_only_what_it_made(tmp_path):
     from dlc.demo import Demo
 
     demo = Demo(str(tmp_path / "d"), quick=True, table=True)
-    rows = [{"conditioning": "none (unconditional DiT)", "FID": 301.2, "samples": 8, "train": "T", "score": "S"},
-            {"conditioning": "DLC encoded from test images", "FID": 150.6, "samples": 8, "train": "T2", "score": "S2"}]
+    rows = [{"conditioning": "none (unconditional DiT)", "FID": 301.2, "KID": 0.3, "samples": 8, "train": "T", "score": "S"},
+            {"conditioning": "DLC encoded from test images", "FID": 150.6, "KID": 0.2, "samples": 8, "train": "T2",
+             "score": "S2"}]
     demo.state = {"codes": {"seconds": 6.0, "result": {"usage": {"values_used_mean": 21.5}}},
                   "table": {"seconds": 9.0, "result": {"rows": rows, "steps": 2400}}}
     demo.stage_report()
     html = (tmp_path / "d" / "report.html").read_text()
     assert "301.2" in html and "21.5" in html and "2.00x the DLC-encoded" in html and "2400 steps" in html
+    assert "(KID, unbiased at any count: 1.50x)" in html
     assert "<img" not in html  # no samples, no training curves: no pictures linked
 
 
