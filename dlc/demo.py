@@ -187,12 +187,12 @@ class Demo:
 
     def run(self) -> Path:
         stages = self.stages()
-        total = sum(est for name, _, est in stages if name not in self.state or name == "report")
+        total = sum(est for name, _, est in stages if not self.done(name))
         print(f"dlc demo: {len(stages)} stages in {self.root}, about {total:.0f} min of work left on 2 CPU cores"
               f"{' (quick smoke run)' if self.quick else ''}")
         for number, (name, fn, estimate) in enumerate(stages, 1):
             prefix = f"[{number}/{len(stages)}] {name}"
-            if name in self.state and name != "report":
+            if self.done(name):
                 print(f"{prefix}: done in an earlier run ({self.state[name]['seconds'] / 60:.1f} min), reused")
                 continue
             print(f"{prefix}: starting (about {estimate:.1f} min)", flush=True)
@@ -204,6 +204,10 @@ class Demo:
         report = self.root / "report.html"
         print(f"dlc demo: open {report}")
         return report
+
+    def done(self, name: str) -> bool:
+        """Whether stage ``name`` finished in an earlier run (the report is always written again)."""
+        return name in self.state and name != "report"
 
     def _config(self, stage: str, run: str, steps: int, settings: dict | None = None):
         """The demo's preset of ``stage`` for one of its models: its run directory, data, steps and settings."""

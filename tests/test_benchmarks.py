@@ -112,3 +112,5 @@ def test_pretrained_features_at_299_px_are_the_fid_networks_pool_and_smaller_inp
     assert torch.allclose(at_299, dlc_eval.image_features(images), atol=1e-4)  # FID's own input path
     at_75 = bench.pooled_features(trunk, images, 75)  # the smallest input its stem accepts
     assert at_75.shape == (3, 2048) and at_75.min() >= 0 and not torch.allclose(at_75, at_299, atol=1e-2)
+    with pytest.raises(dlc.DLCError, match="75 px and up"):
+        bench.pooled_features(trunk, images, 64)

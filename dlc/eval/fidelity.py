@@ -473,6 +473,9 @@ def _feature_net(name: str, layer: str, weights):
     return create_feature_extractor(name, [layer], cuda=False, verbose=False, feature_extractor_weights_path=weights)
 
 
+INCEPTION_MIN_SIZE = 75  # the smallest input the Inception stem takes
+
+
 def inception_trunk(weights: str | Path | None = None) -> torch.nn.Sequential:
     """The FID network without its fixed 8x8 average pool: stem to the last Inception block, frozen,
     for inputs of 75 px and up (``inception_pool`` averages its map). Needs the TorchScript copy
@@ -491,6 +494,9 @@ def inception_pool(trunk: torch.nn.Module, images: torch.Tensor, size: int = 299
     """Images (N, 3, H, W) with values in [0, 255] (uint8 or float) -> (N, 2048): resized to ``size``
     as FID resizes (TensorFlow's bilinear), the trunk's last map averaged over space. At 299 px these
     are FID's pool features."""
+    if size < INCEPTION_MIN_SIZE:
+        raise DLCError(f"Inception takes inputs of {INCEPTION_MIN_SIZE} px and up (its stem shrinks smaller ones "
+                       f"to nothing); got size {size}")
     x = (_tf_resize(images.float(), size) - 128) / 128  # (N, 3, size, size)
     return trunk(x).mean((2, 3))  # (N, 2048, h, w) -> (N, 2048)
 
