@@ -97,6 +97,7 @@ SECONDS_PER_STEP = {"encoder": 1.1, "vae": 0.24, "DiT-T/4": 0.55, "DiT-N/4": 0.2
 SECONDS_PER_FID_IMAGE = 0.36  # sampling and Inception features
 
 
+JUDGE_KID = "KID (judges)"  # glyphs: KID in the factor classifiers' features (dlc.eval.glyphs.judge_kid)
 SOURCE_ERROR = "MSE to test image i"  # the table's column: how much of its own held-out image a sample carries
 PAIR_NAMES = ("original", "from code")  # the captions of a reconstruction pair
 
@@ -508,6 +509,11 @@ class Demo:
         print(f"  FID {label}: {scores['fid']:.1f}, KID {scores['kid']:.4f}")
         row = {"conditioning": label, "FID": round(scores["fid"], 1), "KID": round(scores["kid"], 4),
                "KID std": round(scores["kid_std"], 4)}
+        if self.dataset == "glyphs":  # a second distance, in features that owe nothing to Inception
+            from .eval.glyphs import judge_kid, load_glyph_judges
+
+            judged = judge_kid(load_glyph_judges(SIZE), images, self.test_set.images)
+            row.update({JUDGE_KID: round(judged["kid"], 4), f"{JUDGE_KID} std": round(judged["kid_std"], 4)})
         if source is not None:  # [-1, 1] pixel units
             row[SOURCE_ERROR] = round(float((data.to_float(images) - data.to_float(source)).pow(2).mean()), 3)
         return {**row, "samples": len(images), "reference": self.reference_name,
@@ -559,7 +565,7 @@ class Demo:
             sections.append(Section(
                 "FID", f"The main DiT's pictures against the {self.reference_name}: FID and KID (unbiased, with its "
                 f"standard deviation over subsets) on {b.fid_samples} samples. FID is biased high at this count: "
-                "compare rows, and with the real images' floor, not with the paper.",
+                f"compare rows, and with the real images' floor, not with the paper. {self.fid_caveat()}",
                 tables=[[self.without_commands(r) for r in results["evaluate"]["fid"]]]))
         if "table" in results:
             sections.append(self.table_section(**results["table"]))
@@ -585,9 +591,29 @@ class Demo:
         return listed[0].upper() + listed[1:]
 
     def pretrained_parts(self) -> str:
-        """What came pretrained: the text model's frozen MiniLM, when it reads captions through one."""
+        """What came pretrained: the encoder's frozen Inception, the text model's frozen MiniLM."""
         kind = (RunDir(self.root / "text").saved_config().get("model") or {}).get("kind")
-        return "; the text model reads captions through a frozen pretrained MiniLM" if kind == "minilm" else ""
+        parts = (["the encoder's SEM reads a frozen pretrained Inception-v3 (the FID network)"] if self.encoder_on_fid_network
+                 else []) + (["the text model reads captions through a frozen pretrained MiniLM"] if kind == "minilm" else [])
+        return "".join(f"; {p}" for p in parts)
+
+    @property
+    def encoder_on_fid_network(self) -> bool:
+        """True when the encoder's backbone is the FID Inception: FID and Inception KID then judge
+        pictures made from that network's own view of them."""
+        model = RunDir(self.root / "encoder").saved_config().get("model") or {}
+        return model.get("backbone") == "fid_inception"
+
+    def fid_caveat(self) -> str:
+        """Beside every FID: what the numbers can and cannot say on this run."""
+        caveat = []
+        if self.encoder_on_fid_network:
+            caveat.append("The encoder is built on the FID network (a frozen Inception-v3 under the SEM): FID and "
+                          "KID are not independent judges of these pictures.")
+        if self.dataset == "glyphs":
+            caveat.append(f"{JUDGE_KID} is KID in the glyph judges' own features (trained on another rendering, "
+                          "no Inception); the factor scores above judge letter and colour exactly.")
+        return " ".join(caveat)
 
     @staticmethod
     def without_commands(row: dict) -> dict:
@@ -610,7 +636,8 @@ class Demo:
             "image its condition carries (sample i of the class row has image i's label, of the encoded row its "
             "code; the other rows' samples are unrelated to it, their error is the baseline). "
             "Each row's samples are kept: its `score` command recomputes its "
-            "FID and KID, its `train` command retrains its DiT; `dlc demo --table` makes the whole table.",
+            "FID and KID, its `train` command retrains its DiT; `dlc demo --table` makes the whole table. "
+            + self.fid_caveat(),
             tables=[[self.without_commands(r) for r in rows], commands])
 
     def picture_sections(self) -> list[Section]:

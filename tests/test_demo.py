@@ -4,6 +4,7 @@ and a re-run reuses the finished stages."""
 import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 
@@ -146,6 +147,9 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     html = (out / "report.html").read_text()
     assert "Glyphs judged by their factors" in html and "letter probe from codes" in html
     assert "on glyphs (rendered letters)" in html
+    # the glyph preset's encoder reads the FID network: every FID row has KID in the judges' features beside it
+    assert all(np.isfinite(r["KID (judges)"]) for r in state["evaluate"]["result"]["fid"])
+    assert "not independent judges" in html and "a frozen pretrained Inception-v3" in html
 
 
 def test_a_table_run_reports_only_what_it_made(tmp_path):

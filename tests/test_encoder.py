@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from dlc.data import to_float
 from dlc.encoder import DLCEncoder
 from dlc.encoder import training as et
-from dlc.errors import DataError
+from dlc.errors import ConfigError, DataError
 from dlc.eval.codes import knn_accuracy, linear_probe, one_hot, usage_stats
 from dlc.stages import STAGES
 
@@ -168,13 +168,17 @@ def test_distill_loss_is_zero_for_the_standardised_target_and_near_one_for_noise
     assert et.distill_loss(torch.randn(64, 2048), target).item() == pytest.approx(1, abs=0.05)
 
 
-def test_distillation_from_inception_trains_and_stays_out_of_the_saved_encoder(tmp_path):
+def needs_inception():
     from dlc.eval.fidelity import InceptionWeightsError, inception_trunk
 
     try:
         inception_trunk()
     except InceptionWeightsError as e:
         pytest.skip(f"no offline TorchScript Inception here: {e}")
+
+
+def test_distillation_from_inception_trains_and_stays_out_of_the_saved_encoder(tmp_path):
+    needs_inception()
     # distillation alone: the codes learn to predict the pretrained features of their crops
     run = et.train(tiny_config(tmp_path, "ssl.distill_weight=1.0", "ssl.dino_weight=0", "ssl.koleo_weight=0",
                                "train.steps=20", "train.lr=3e-3", "train.checkpoint_every=1000"))
@@ -182,6 +186,43 @@ def test_distillation_from_inception_trains_and_stays_out_of_the_saved_encoder(t
     assert len(distill) == 20 and distill[-5:].mean() < distill[:5].mean() - 0.05
     enc = DLCEncoder.from_pretrained(run.root)
     assert not any("distill" in k or "head" in k for k in enc.state_dict())
+
+
+def test_a_frozen_inception_backbone_reads_standardised_averaged_maps_and_is_not_saved(tmp_path, emoji_train):
+    needs_inception()
+    enc = DLCEncoder(backbone="fid_inception", backbone_kwargs={"blocks": ["Conv2d_4a_3x3", "Mixed_5b"]},
+                     code_length=8, vocab_size=16).train()
+    assert enc.frozen_backbone and not enc.vit.trunk.training  # train() leaves the trunk's batch norms alone
+    assert not any(p.requires_grad for p in enc.vit.trunk.parameters())
+    x = to_float(emoji_train.images[:64])
+    enc.vit.calibrate(x)
+    tokens = enc.tokens(x)
+    assert tokens.shape == (64, 1, 192 + 256)  # the two blocks' averaged maps side by side
+    assert tokens.mean(0).abs().max() < 1e-3 and torch.allclose(tokens.std(0), torch.ones(1, 448), atol=1e-3)
+    assert not any(k.startswith("vit.trunk") for k in enc.state_dict())  # the FID file holds those weights
+    enc.save_pretrained(tmp_path)
+    loaded = DLCEncoder.from_pretrained(tmp_path)  # the standardisation is saved with the SEM
+    assert torch.equal(loaded.encode(emoji_train.images[:8]), enc.encode(emoji_train.images[:8]))
+    with pytest.raises(ValueError, match="iBOT"):
+        enc.tokens(x, masks=torch.zeros(64, 64, dtype=torch.bool))
+
+
+def test_a_frozen_backbone_trains_only_the_sem_and_refuses_what_needs_a_vit(tmp_path):
+    needs_inception()
+    frozen = ("model.backbone=fid_inception", "model.backbone_kwargs={blocks: [Mixed_5b], input_px: 75}",
+              "train.steps=8", "train.lr=3e-3", "train.checkpoint_every=1000")
+    run = et.train(tiny_config(tmp_path, *frozen))
+    dino = np.array([r["dino"] for r in run.read_metrics()])
+    assert len(dino) == 8 and np.isfinite(dino).all()
+    trained = DLCEncoder.from_pretrained(run.root)
+    assert trained.frozen_backbone and trained.config.backbone_kwargs == {"blocks": ["Mixed_5b"], "input_px": 75}
+    assert trained.vit.feature_std.min() > 0 and trained.vit.feature_mean.abs().sum() > 0  # calibrated on the data
+    for bad, message in (("ssl.ibot_weight=1.0", "ibot_weight needs a ViT"), ("model.drop_path=0.1", "drop_path needs a ViT"),
+                         ("model.pretrained=timm", "leave model.pretrained empty")):
+        with pytest.raises(ConfigError, match=message):
+            et.train(tiny_config(tmp_path / bad, *frozen, bad))
+    with pytest.raises(ConfigError, match="unknown Inception block 'Mixed_9z'; known: Conv2d_1a_3x3"):
+        DLCEncoder(backbone="fid_inception", backbone_kwargs={"blocks": ["Mixed_9z"]})
 
 
 def test_usage_stats_on_known_codes():

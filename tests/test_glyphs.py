@@ -156,6 +156,17 @@ def test_judges_take_uint8_float_grey_and_other_sizes(glyphs, quick_judges):
         quick_judges.predict(images[0])
 
 
+def test_kid_in_the_judges_features_is_near_zero_for_like_sets_and_grows_with_a_wrong_colour(glyphs, quick_judges):
+    from dlc.eval.glyphs import judge_kid
+
+    test = glyphs["test"]
+    red = torch.as_tensor(np.array(test.fields["colour_name"]) == "red")
+    like = judge_kid(quick_judges, test.images[0::2], test.images[1::2])  # two halves of one split
+    shifted = judge_kid(quick_judges, test.images[red], test.images)  # one colour against all eight
+    assert quick_judges.features(test.images[:4]).shape == (4, 64)
+    assert abs(like["kid"]) < 3 * like["kid_std"] + 1e-3 and shifted["kid"] > 10 * max(like["kid"], 1e-4)
+
+
 @pytest.mark.slow
 def test_cached_judges_reach_98_percent_on_letter_and_colour(tmp_path, monkeypatch, glyphs):
     from dlc.eval.glyphs import judge_accuracy, load_glyph_judges

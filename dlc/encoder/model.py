@@ -12,6 +12,10 @@
 norm (CLS and registers, concatenated); during training, the code's probabilities are mapped back
 to the backbone width by a bias-free linear layer and the backbone's final norm, and that vector
 stands in for the CLS output in the self-supervised losses.
+
+With ``backbone="fid_inception"`` the backbone is instead the frozen FID Inception cut after a block
+(``dlc.encoder.inception``): the SEM reads its averaged map, only the SEM and the final norm train,
+and the backbone's weights are read from the FID network's file, never saved with the encoder.
 """
 
 from __future__ import annotations
@@ -25,20 +29,30 @@ from torch import nn
 from ..data import to_float
 from ..errors import ConfigError, DataError
 from ..saved import CheckedLoading
+from .inception import FROZEN_BACKBONES, FrozenInception
 from .sem import SimplicialEmbedding
 
 
 def create_backbone(name: str, image_size: int, in_channels: int, pretrained: bool | str = False,
                     **kwargs) -> nn.Module:
-    """A timm ViT by name, headless, accepting any crop size (position embeddings are resampled).
+    """A timm ViT by name, headless, accepting any crop size (position embeddings are resampled), or
+    ``fid_inception``: the frozen FID Inception cut after a block (``FrozenInception``; kwargs
+    ``block``, ``input_px``), already pretrained.
 
     ``pretrained``: False (random init), True (the public weights, from the hub or timm's cache) or
     the path of a local weights file (.safetensors/.bin/.pth)."""
     import timm
 
+    if name == "fid_inception":
+        if pretrained:
+            raise ConfigError("fid_inception is the FID network's own pretrained trunk: leave model.pretrained empty")
+        if in_channels != 3:
+            raise ConfigError(f"fid_inception reads colour images (3 channels); this data has {in_channels}")
+        return FrozenInception(**kwargs)
+
     if not timm.is_model(name):
         raise ConfigError(f"unknown timm backbone {name!r}: give a ViT such as vit_tiny_patch16_224 "
-                          "(timm.list_models('vit_*') lists them)")
+                          f"(timm.list_models('vit_*') lists them) or one of {', '.join(FROZEN_BACKBONES)}")
     options = {"pretrained_cfg_overlay": {"file": str(pretrained)}} if isinstance(pretrained, str) else {}
     try:
         model = timm.create_model(name, pretrained=bool(pretrained), img_size=image_size, in_chans=in_channels,
@@ -56,7 +70,8 @@ class DLCEncoder(CheckedLoading, ModelMixin, ConfigMixin):
 
     ``backbone`` is any timm ViT name (e.g. ``vit_large_patch14_reg4_dinov2``); ``backbone_kwargs``
     override its architecture (tiny CPU models: patch_size, embed_dim, depth, num_heads,
-    reg_tokens). ``input_size`` is the size images arrive at (default ``image_size``); larger
+    reg_tokens). ``fid_inception`` is instead the frozen FID Inception (``FrozenInception``,
+    kwargs ``block`` and ``input_px``): only the SEM trains, on its averaged map. ``input_size`` is the size images arrive at (default ``image_size``); larger
     inputs are centre-cropped to ``image_size``, or with ``resize_input`` resized whole to it (the
     authors' ImageNet encoding: 256 -> 224, so the code sees every pixel the DiT generates; an
     antialiased bicubic resize, which commutes with a horizontal flip). ``use_mask_token`` adds the
@@ -90,6 +105,10 @@ class DLCEncoder(CheckedLoading, ModelMixin, ConfigMixin):
         """Normalised crops (B, C, h, w) -> all tokens before the final norm (B, prefix + patches, D).
         ``masks`` (B, patches) bool replaces those patches by the mask token (iBOT)."""
         bb = self.vit
+        if self.frozen_backbone:
+            if masks is not None:
+                raise ValueError("a frozen backbone has no patches to mask: iBOT needs a ViT")
+            return bb(x)
         x = bb.patch_embed(x)  # (B, h', w', D): timm keeps the grid with dynamic image sizes
         if masks is not None:
             if self.mask_token is None:
@@ -97,11 +116,20 @@ class DLCEncoder(CheckedLoading, ModelMixin, ConfigMixin):
             x = torch.where(masks.view(*x.shape[:-1], 1), self.mask_token.to(x.dtype), x)
         return bb.blocks(bb.norm_pre(bb.patch_drop(bb._pos_embed(x))))
 
+    @property
+    def frozen_backbone(self) -> bool:
+        """True when the backbone never trains (``fid_inception``): its tokens can be computed once
+        for the student and the teacher (``from_tokens``)."""
+        return isinstance(self.vit, FrozenInception)
+
     def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None, tau: float = 1.0) -> dict:
         """Training outputs: ``probs`` (B, L, V), ``embedding`` (B, D) (the SEM output mapped back
         through the final norm: the CLS stand-in for the DINO loss) and ``patches`` (B, N, D)
         (normed patch tokens, which bypass the SEM, for iBOT)."""
-        tokens = self.tokens(x, masks)
+        return self.from_tokens(self.tokens(x, masks), tau)
+
+    def from_tokens(self, tokens: torch.Tensor, tau: float = 1.0) -> dict:
+        """``forward`` from the backbone's ``tokens`` (B, prefix + patches, D)."""
         prefix = self.vit.num_prefix_tokens
         probs = self.sem(tokens[:, :prefix].flatten(1), tau)
         embedding = self.vit.norm(self.project(probs.flatten(1)))

@@ -11,6 +11,10 @@ the global crops. Losses, as in the paper:
   ImageNet already sees (the glyphs' letters) instead of only what self-distillation finds first
   (their colour). Inception is then no longer an independent judge of this encoder's pictures.
 
+With a frozen backbone (``model.backbone: fid_inception``) only the SEM, the final norm and the
+heads train: the backbone's channels are standardised on the first training images before the first
+step, and its tokens of each crop are computed once and read by student and teacher.
+
     dlc train encoder --config emoji            # or: python train/encoder.py --config emoji
 
 The run's ``model/`` folder holds the DLCEncoder alone (the EMA teacher's): what ``dlc encode``,
@@ -20,6 +24,7 @@ the DiT and composition load.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -316,11 +321,14 @@ class SSLModel(nn.Module):
         self.ssl = ssl
 
     def forward(self, crops: list[torch.Tensor], masks: torch.Tensor | None = None, patches: bool = False) -> dict:
-        """Crops grouped by size (the first: global crops, masked by ``masks``) -> head logits of the
-        SEM outputs of all crops, the global crops' SEM outputs, with ``patches`` the head logits of
-        every global patch token (2B, N, K) for iBOT, and with distillation the global crops'
-        predicted Inception features (2B, 2048)."""
-        outputs = [self.encoder(x, masks if i == 0 else None, self.ssl.sem_tau) for i, x in enumerate(crops)]
+        """Crops grouped by size (the first: global crops, masked by ``masks``; with a frozen backbone,
+        their tokens) -> head logits of the SEM outputs of all crops, the global crops' SEM outputs,
+        with ``patches`` the head logits of every global patch token (2B, N, K) for iBOT, and with
+        distillation the global crops' predicted Inception features (2B, 2048)."""
+        if self.encoder.frozen_backbone:  # crops arrive as the frozen backbone's tokens (SSLLoss.views)
+            outputs = [self.encoder.from_tokens(x, self.ssl.sem_tau) for x in crops]
+        else:
+            outputs = [self.encoder(x, masks if i == 0 else None, self.ssl.sem_tau) for i, x in enumerate(crops)]
         out = {"logits": self.head(torch.cat([o["embedding"] for o in outputs])), "embedding": outputs[0]["embedding"]}
         if patches:
             out["patch_logits"] = self.head(outputs[0]["patches"])
@@ -336,7 +344,7 @@ class SSLModel(nn.Module):
         embeddings (patch, position, CLS, registers, mask token) are layer 0, block i is layer
         i + 1 and the rest (final norm, SEM, heads) layer n + 1; times ``patch_embed_lr_scale``
         for the patch embedding."""
-        depth = len(self.encoder.vit.blocks)
+        depth = len(getattr(self.encoder.vit, "blocks", ()))  # a frozen backbone trains no block
         embeddings = ("patch_embed", "pos_embed", "cls_token", "reg_token", "mask_token")
         if name.startswith("encoder.vit.blocks."):
             layer = int(name.split(".")[3]) + 1
@@ -372,6 +380,8 @@ def build_model(config: EncoderTrainingConfig) -> SSLModel:
                          resize_input=m.resize_input)
     if m.pretrained:
         encoder.load_backbone_weights(True if m.pretrained == "timm" else m.pretrained)
+    if m.drop_path and encoder.frozen_backbone:
+        raise ConfigError(f"model.drop_path needs a ViT backbone: {m.backbone} is frozen; set model.drop_path=0")
     set_drop_path(encoder.vit, m.drop_path)
     return SSLModel(encoder, config.ssl)
 
@@ -417,15 +427,25 @@ class SSLLoss:
         with torch.no_grad():
             return inception_pool(self.pretrained, crops01 * 255, self.config.ssl.distill_size)
 
+    @staticmethod
+    def views(crops: list[torch.Tensor], model) -> list[torch.Tensor]:
+        """What the student and the teacher read: the normalised crops themselves, or with a frozen
+        backbone its tokens of them, computed once for both (the trunk is the same in the two)."""
+        encoder = getattr(model, "module", model).encoder  # unwrapped from DistributedDataParallel
+        if not encoder.frozen_backbone:
+            return crops
+        with torch.no_grad():
+            return [encoder.tokens(x) for x in crops]
+
     def __call__(self, model, batch: dict, info) -> tuple[torch.Tensor, dict]:
         ssl = self.config.ssl
         images = batch["image"]
         n = len(images)
         global_crops01, local_crops = multicrop(images, self.config.crops)
         normalize = info.ema.encoder.normalize
-        global_crops = normalize(global_crops01)
-        crops = [global_crops] + ([normalize(local_crops)] if local_crops is not None else [])
-        masks = (random_masks(len(global_crops), self.grid, ssl.mask_prob, ssl.mask_ratio, images.device)
+        crops = self.views([normalize(global_crops01)] + ([normalize(local_crops)] if local_crops is not None else []),
+                           model)
+        masks = (random_masks(2 * n, self.grid, ssl.mask_prob, ssl.mask_ratio, images.device)
                  if ssl.ibot_weight else None)
         self.center.to(images.device), self.patch_center.to(images.device)
         with torch.no_grad():
@@ -458,6 +478,28 @@ def scaled_lr(train: TrainConfig, ssl: SSLConfig) -> TrainConfig:
     return dataclasses.replace(train, lr=train.lr * math.sqrt(train.batch_size / 1024))
 
 
+CALIBRATION_IMAGES = 4096  # training images a frozen backbone's feature statistics are measured on
+
+
+def first_images(dataset, count: int) -> torch.Tensor:
+    """The first ``count`` images (N, C, H, W) of a map-style or streaming dataset."""
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        items = itertools.islice(iter(dataset), count)
+    else:
+        items = (dataset[i] for i in range(min(count, len(dataset))))
+    return torch.stack([item["image"] for item in items])
+
+
+def ibot_grid(config: EncoderTrainingConfig, encoder: DLCEncoder) -> int:
+    """The side of the global crops' patch grid, which the iBOT masks cover (0 without iBOT)."""
+    if not config.ssl.ibot_weight:
+        return 0
+    if encoder.frozen_backbone:
+        raise ConfigError(f"ssl.ibot_weight needs a ViT backbone: {config.model.backbone} is frozen and has no "
+                          "patches to mask; set ssl.ibot_weight=0")
+    return config.crops.global_size // encoder.vit.patch_embed.patch_size[0]
+
+
 def train(config: EncoderTrainingConfig) -> RunDir:
     # the augmentations the run uses, recorded in its config.yaml: the dataset's where left null
     config = dataclasses.replace(config, crops=config.crops.resolved(dataset_defaults(config.data.dataset).augmentations))
@@ -465,8 +507,9 @@ def train(config: EncoderTrainingConfig) -> RunDir:
     run = RunDir(config.run_dir)
     model = build_model(config)
     dataset = config.data.load("train")
-    grid = config.crops.global_size // model.encoder.vit.patch_embed.patch_size[0]
-    loss = SSLLoss(config, grid)
+    if model.encoder.frozen_backbone:  # its channels standardised on the training images, before any step
+        model.encoder.vit.calibrate(model.encoder.preprocess(first_images(dataset, CALIBRATION_IMAGES)))
+    loss = SSLLoss(config, ibot_grid(config, model.encoder))
     fit(run, scaled_lr(config.train, config.ssl), model, dataset, loss, config=config, desc="encoder",
         ema_decay=momentum_schedule(config.ssl, config.train.steps),
         extra_state={"center": loss.center, "patch_center": loss.patch_center})
