@@ -24,10 +24,8 @@ import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -232,7 +230,7 @@ class Playground:
 def load_examples(dataset: str, size: int, count: int = 24) -> tuple[list[Image.Image], list[str]]:
     """``count`` images spread over a dataset's test split (``dlc.data.load`` names, or a folder of
     images: its test/ subfolder, or every image when it has none), and the distinct captions among them."""
-    from .data import load
+    from .data import load, some_items
     from .data.folder import MissingSplitError
 
     name = f"imagefolder:{dataset}" if ":" not in dataset and Path(dataset).is_dir() else dataset
@@ -240,10 +238,7 @@ def load_examples(dataset: str, size: int, count: int = 24) -> tuple[list[Image.
         data = load(name, size=size, split="test")
     except MissingSplitError:  # a folder without splits: all its images are examples
         data = load(name, size=size, split="all")
-    if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
-        items = [data[int(i)] for i in np.unique(np.linspace(0, len(data) - 1, min(count, len(data))).round())]
-    else:  # a stream (webdataset shards): its first images
-        items = list(islice(iter(data), count))
+    items = some_items(data, count)  # spread over the split; a stream's first images
     images = [to_pil(item["image"]) for item in items]
     captions = list(dict.fromkeys(item["caption"] for item in items if item.get("caption")))
     return images, captions

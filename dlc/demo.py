@@ -41,6 +41,7 @@ from . import config as configs
 from . import data
 from .codes import load_codes, save_codes
 from .data.folder import split_folders
+from .encoder.inception import FROZEN_BACKBONES
 from .errors import DLCError
 from .imageio import display_scale, pairs_grid, save_grid, save_image, save_pngs
 from .report import Section, plot_losses, write_report
@@ -84,20 +85,21 @@ SIZE = 32  # the demo's image size, every dataset resized to it
 OWN_PRESETS = ("emoji", "glyphs")  # datasets with presets of their own (dlc/configs/NAME/); others use emoji's
 DATA_STAGES = ("encoder", "vae", "dit", "text")  # the stages that read images (the prior reads stored codes)
 JUDGED_PARENTS = 8  # glyph compositions judged: parent pairs (8 samples each)
+JUDGED_RECONSTRUCTIONS = 64  # glyph reconstructions judged: test images, drawn from their codes
 
 QUICK = Budget(encoder_steps=20, vae_steps=20, dit_steps=30, prior_steps=30, text_steps=30,
                sample_steps=8, fid_samples=24, prior_sample_steps=16, toy_steps=20, toy_ns=(9, 16))
 
 # seconds per training step measured on 2 idle CPU cores (AMD EPYC), for the time estimates shown;
 # "1 thread": with the other model training beside it, final checks included
-SECONDS_PER_STEP = {"encoder": 1.1, "vae": 0.24, "DiT-T/4": 0.55, "DiT-N/4": 0.285, "DiT-N/1": 0.24,
+SECONDS_PER_STEP = {"encoder": 1.1, "encoder, frozen backbone": 0.37, "vae": 0.24, "DiT-T/4": 0.55, "DiT-N/4": 0.285, "DiT-N/1": 0.24,
                     "prior": 0.2, "text": 0.22,
                     "prior 1 thread": 0.31, "text 1 thread": 0.25,  # the MiniLM reader: 1,000 steps in 4.1 min
                     "toy": 0.0031}  # a toy model's step, sampling and scoring included, two side by side
 SECONDS_PER_FID_IMAGE = 0.36  # sampling and Inception features
 
 
-JUDGE_KID = "KID (judges)"  # glyphs: KID in the factor classifiers' features (dlc.eval.glyphs.judge_kid)
+JUDGE_KID = "KID (judges)"  # glyphs: KID in the factor classifiers' features (dlc.eval.fidelity.kid_from_features)
 SOURCE_ERROR = "MSE to test image i"  # the table's column: how much of its own held-out image a sample carries
 PAIR_NAMES = ("original", "from code")  # the captions of a reconstruction pair
 
@@ -170,8 +172,10 @@ class Demo:
             models = ("prior+text", self.stage_prior_and_text, max(b.prior_steps * SECONDS_PER_STEP["prior 1 thread"],
                                                                    b.text_steps * SECONDS_PER_STEP["text 1 thread"]) / 60)
         table_images = (len(self.table_rows()) + 3) * self.table_samples
+        frozen = self._config("encoder", "encoder", b.encoder_steps).model.backbone in FROZEN_BACKBONES
+        encoder_step = SECONDS_PER_STEP["encoder, frozen backbone" if frozen else "encoder"]
         stages = [
-            ("encoder", self.stage_encoder, b.encoder_steps * SECONDS_PER_STEP["encoder"] / 60),
+            ("encoder", self.stage_encoder, b.encoder_steps * encoder_step / 60),
             ("codes", self.stage_codes, 0.3),
             ("vae", self.stage_vae, b.vae_steps * SECONDS_PER_STEP["vae"] / 60),
             ("dit", self.stage_dit, dit_min),
@@ -433,9 +437,9 @@ class Demo:
         Compositions: parents that differ in letter and colour, 8 samples each; a cross is the letter of
         one parent in the colour of the other. Prompts: two captions of each of four colour x letter pairs
         seen in text training, and of the four held out of it, 4 images each."""
-        from .eval.glyphs import composition_scores, load_glyph_judges, prompt_scores
+        from .eval.glyphs import composition_scores, prompt_scores
 
-        judges = load_glyph_judges(SIZE, "cuda" if torch.cuda.is_available() else "cpu")
+        judges = self.glyph_judges
         pair_of = self.glyph_pairs
         parents = self.composition_parents(JUDGED_PARENTS)
         captions = self.test_set.captions
@@ -443,12 +447,30 @@ class Demo:
                        for (a, b), images in zip(parents, self.compositions(parents, 8))]
         result = {"composition": {k: sum(p[k] for p in per_parents) / len(per_parents) for k in per_parents[0]},
                   "parents": len(parents), "samples_per_parents": 8, "judges": judges.accuracy}
+        sources = self.composition_parents(JUDGED_RECONSTRUCTIONS // 2)  # any test images, spread over the split
+        sources = [i for pair in sources for i in pair]
+        images = self.generate(self.pipeline(), self.budget.guidance, seed=3,
+                               codes=load_codes(self.root / "codes" / "test.npy")[sources])
+        scores = prompt_scores([pair_of[captions[i]] for i in sources], judges.names(judges.predict(images)))
+        result["reconstructions"] = {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
         for name, prompts in self.judged_prompts().items():
             images = self.generate(self.pipeline(text_model="text"), self.budget.guidance, seed=2, prompt=prompts,
                                    num_images_per_prompt=4)
             scores = prompt_scores([pair_of[p] for p in prompts for _ in range(4)], judges.names(judges.predict(images)))
             result[f"{name}_prompts"] = {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
         return result
+
+    @cached_property
+    def glyph_judges(self):
+        """The glyph factor classifiers (trained the first time, then cached; dlc.eval.glyphs)."""
+        from .eval import glyphs
+
+        return glyphs.load_glyph_judges(SIZE, "cuda" if torch.cuda.is_available() else "cpu")
+
+    @cached_property
+    def judged_test_features(self) -> torch.Tensor:
+        """The judges' features of the test glyphs: the reference of every row's KID (judges)."""
+        return self.glyph_judges.features(self.test_set.images)
 
     @cached_property
     def glyph_pairs(self) -> dict[str, tuple[str, str]]:
@@ -510,9 +532,9 @@ class Demo:
         row = {"conditioning": label, "FID": round(scores["fid"], 1), "KID": round(scores["kid"], 4),
                "KID std": round(scores["kid_std"], 4)}
         if self.dataset == "glyphs":  # a second distance, in features that owe nothing to Inception
-            from .eval.glyphs import judge_kid, load_glyph_judges
+            from .eval.fidelity import kid_from_features
 
-            judged = judge_kid(load_glyph_judges(SIZE), images, self.test_set.images)
+            judged = kid_from_features(self.glyph_judges.features(images), self.judged_test_features)
             row.update({JUDGE_KID: round(judged["kid"], 4), f"{JUDGE_KID} std": round(judged["kid_std"], 4)})
         if source is not None:  # [-1, 1] pixel units
             row[SOURCE_ERROR] = round(float((data.to_float(images) - data.to_float(source)).pow(2).mean()), 3)
@@ -671,11 +693,13 @@ class Demo:
     def judge_section(judged: dict, codes: dict) -> Section:
         """The glyph goals, each judged: probes from the codes stage, compositions and prompts by the
         factor classifiers."""
-        factors, composition = codes["factors"], judged["composition"]
+        factors, composition, recon = codes["factors"], judged["composition"], judged.get("reconstructions")
         rows = [
             ("letter probe from codes", factors["letter"]["codes"],
              f"≥ 0.80 and ≥ 0.9 of the features' ({factors['letter']['features']:.3f}): ratio {factors['letter']['ratio']:.2f}"),
             ("colour probe from codes", factors["colour"]["codes"], f"≥ 0.95 (features {factors['colour']['features']:.3f})"),
+            *([(f"test images drawn from their codes: right letter and colour (letter {recon['letter']:.2f}, "
+                f"colour {recon['colour']:.2f})", recon["both"], "")] if recon else []),
             ("compositions: a cross (letter of one parent, colour of the other)", composition["cross"], "≥ 0.25"),
             ("compositions: parent A's own letter and colour", composition["parent_a"], ""),
             ("compositions: parent B's own letter and colour", composition["parent_b"], ""),
@@ -686,7 +710,8 @@ class Demo:
         judges = ", ".join(f"{f} {a:.3f}" for f, a in judged["judges"].items())
         return Section(
             "Glyphs judged by their factors",
-            f"Linear probes on the test glyphs' one-hot codes; compositions of {judged['parents']} test-image pairs "
+            f"Linear probes on the test glyphs' one-hot codes; {recon['images'] if recon else 0} test glyphs drawn "
+            "from their own codes; compositions of {judged['parents']} test-image pairs "
             f"that differ in letter and colour ({judged['samples_per_parents']} samples each) and images drawn for "
             f"{judged['heldout_prompts']['images']} held-out / {judged['train_prompts']['images']} trained prompts, "
             f"judged by classifiers trained on another rendering (their accuracy on real test glyphs: {judges}).",

@@ -140,12 +140,14 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     judged = state["judge"]["result"]
     assert judged["parents"] == 8 and 0 <= judged["composition"]["cross"] <= 1
     assert judged["heldout_prompts"]["images"] == judged["train_prompts"]["images"] == 32
+    assert judged["reconstructions"]["images"] == 64 and 0 <= judged["reconstructions"]["both"] <= 1
     heldout = state["samples"]["result"]["heldout_prompts"]  # the held-out pairs' captions
     assert heldout and all(c.split(" on ")[0] in ("red K", "blue S", "green R", "purple E") for c in heldout)
     factors = state["codes"]["result"]["factors"]
     assert set(factors) == {"letter", "colour", "background", "font"}
     html = (out / "report.html").read_text()
     assert "Glyphs judged by their factors" in html and "letter probe from codes" in html
+    assert "test images drawn from their codes: right letter and colour" in html
     assert "on glyphs (rendered letters)" in html
     # the glyph preset's encoder reads the FID network: every FID row has KID in the judges' features beside it
     assert all(np.isfinite(r["KID (judges)"]) for r in state["evaluate"]["result"]["fid"])

@@ -157,13 +157,16 @@ def test_judges_take_uint8_float_grey_and_other_sizes(glyphs, quick_judges):
 
 
 def test_kid_in_the_judges_features_is_near_zero_for_like_sets_and_grows_with_a_wrong_colour(glyphs, quick_judges):
-    from dlc.eval.glyphs import judge_kid
+    from dlc.eval.fidelity import kid_from_features
+
+    def judge_kid(images, reference):
+        return kid_from_features(quick_judges.features(images), quick_judges.features(reference))
 
     test = glyphs["test"]
     red = torch.as_tensor(np.array(test.fields["colour_name"]) == "red")
     halves = torch.randperm(len(test), generator=torch.Generator().manual_seed(0)).chunk(2)
-    like = judge_kid(quick_judges, test.images[halves[0]], test.images[halves[1]])  # two random halves of one split
-    shifted = judge_kid(quick_judges, test.images[red], test.images)  # one colour against all eight
+    like = judge_kid(test.images[halves[0]], test.images[halves[1]])  # two random halves of one split
+    shifted = judge_kid(test.images[red], test.images)  # one colour against all eight
     assert quick_judges.features(test.images[:4]).shape == (4, 64)
     assert abs(like["kid"]) < 3 * like["kid_std"] + 1e-3 and shifted["kid"] > 10 * max(like["kid"], 1e-4)
 

@@ -90,15 +90,30 @@ def in_memory(dataset):
                     "(a built-in dataset or imagefolder:PATH)")
 
 
+def some_items(dataset, limit: int) -> list[dict]:
+    """Up to ``limit`` items of a dataset: evenly spaced over a map-style one (all of them when it has
+    no more), the first ones of a stream (webdataset shards have no index)."""
+    import itertools
+
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        return list(itertools.islice(iter(dataset), limit))
+    return [dataset[int(i)] for i in _spaced(len(dataset), limit)]
+
+
 def some_images(dataset, limit: int):
-    """Up to ``limit`` images of a map-style dataset, evenly spaced, as one uint8 tensor (all of
-    them when it has no more): statistics over a large folder without reading all of it."""
+    """``some_items``' images as one uint8 tensor (N, C, H, W): statistics over a large folder or a
+    stream without reading all of it."""
     import torch
 
-    picks = torch.linspace(0, len(dataset) - 1, min(limit, len(dataset))).round().long()
     if hasattr(dataset, "images"):
-        return dataset.images[picks]
-    return torch.stack([dataset[int(i)]["image"] for i in picks])
+        return dataset.images[_spaced(len(dataset), limit)]
+    return torch.stack([item["image"] for item in some_items(dataset, limit)])
+
+
+def _spaced(length: int, limit: int):
+    import torch
+
+    return torch.linspace(0, length - 1, min(limit, length)).round().long().unique()
 
 
 @dataclass
@@ -118,7 +133,7 @@ __all__ = [
     "TensorImageDataset",
     "DEJAVU_CORE", "DEJAVU_EXTRA", "EMOJI_FONT", "EMOJI_TEST", "FASHION_CLASSES", "FASHION_DIR", "IMAGE_EXTENSIONS",
     "cache_dir", "canonical_name", "collate", "dataset_defaults", "decode_image", "encode_png", "expand_urls",
-    "image_files", "in_memory", "load", "load_image", "some_images",
+    "image_files", "in_memory", "load", "load_image", "some_images", "some_items",
     "load_emoji", "load_fashion_mnist", "load_glyphs", "pil_to_tensor", "read_manifest", "resize_center_crop", "to_channels",
     "to_float", "to_rgb", "to_uint8", "write_shards",
 ]

@@ -13,9 +13,10 @@ norm (CLS and registers, concatenated); during training, the code's probabilitie
 to the backbone width by a bias-free linear layer and the backbone's final norm, and that vector
 stands in for the CLS output in the self-supervised losses.
 
-With ``backbone="fid_inception"`` the backbone is instead the frozen FID Inception cut after a block
-(``dlc.encoder.inception``): the SEM reads its averaged map, only the SEM and the final norm train,
-and the backbone's weights are read from the FID network's file, never saved with the encoder.
+With ``backbone="fid_inception"`` the backbone is instead the frozen FID Inception
+(``dlc.encoder.inception``): the SEM reads one token, the standardised averaged maps of a few of its
+blocks; only the SEM and the final norm train, and the backbone's weights are read from the FID
+network's file, never saved with the encoder.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from .sem import SimplicialEmbedding
 def create_backbone(name: str, image_size: int, in_channels: int, pretrained: bool | str = False,
                     **kwargs) -> nn.Module:
     """A timm ViT by name, headless, accepting any crop size (position embeddings are resampled), or
-    ``fid_inception``: the frozen FID Inception cut after a block (``FrozenInception``; kwargs
-    ``block``, ``input_px``), already pretrained.
+    ``fid_inception``: the frozen FID Inception read at a few blocks (``FrozenInception``; kwargs
+    ``blocks``, a list of block names, and ``input_px``), already pretrained.
 
     ``pretrained``: False (random init), True (the public weights, from the hub or timm's cache) or
     the path of a local weights file (.safetensors/.bin/.pth)."""
@@ -70,8 +71,9 @@ class DLCEncoder(CheckedLoading, ModelMixin, ConfigMixin):
 
     ``backbone`` is any timm ViT name (e.g. ``vit_large_patch14_reg4_dinov2``); ``backbone_kwargs``
     override its architecture (tiny CPU models: patch_size, embed_dim, depth, num_heads,
-    reg_tokens). ``fid_inception`` is instead the frozen FID Inception (``FrozenInception``,
-    kwargs ``block`` and ``input_px``): only the SEM trains, on its averaged map. ``input_size`` is the size images arrive at (default ``image_size``); larger
+    reg_tokens). ``fid_inception`` is instead the frozen FID Inception (``FrozenInception``, kwargs
+    ``blocks`` and ``input_px``): only the SEM and its norm train, on the standardised averaged maps
+    of those blocks. ``input_size`` is the size images arrive at (default ``image_size``); larger
     inputs are centre-cropped to ``image_size``, or with ``resize_input`` resized whole to it (the
     authors' ImageNet encoding: 256 -> 224, so the code sees every pixel the DiT generates; an
     antialiased bicubic resize, which commutes with a horizontal flip). ``use_mask_token`` adds the

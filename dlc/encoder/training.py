@@ -12,8 +12,8 @@ the global crops. Losses, as in the paper:
   (their colour). Inception is then no longer an independent judge of this encoder's pictures.
 
 With a frozen backbone (``model.backbone: fid_inception``) only the SEM, the final norm and the
-heads train: the backbone's channels are standardised on the first training images before the first
-step, and its tokens of each crop are computed once and read by student and teacher.
+heads train: the backbone's channels are standardised on 4,096 training images spread over the set
+before the first step, and its tokens of each crop are computed once and read by student and teacher.
 
     dlc train encoder --config emoji            # or: python train/encoder.py --config emoji
 
@@ -24,7 +24,6 @@ the DiT and composition load.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from torch import nn
 
 from .. import config as configs
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, TrainConfig
-from ..data import DataConfig, dataset_defaults, to_float
+from ..data import DataConfig, dataset_defaults, some_images, to_float
 from ..errors import ConfigError
 from ..runs import RunDir
 from ..training import fit, seed_everything
@@ -481,15 +480,6 @@ def scaled_lr(train: TrainConfig, ssl: SSLConfig) -> TrainConfig:
 CALIBRATION_IMAGES = 4096  # training images a frozen backbone's feature statistics are measured on
 
 
-def first_images(dataset, count: int) -> torch.Tensor:
-    """The first ``count`` images (N, C, H, W) of a map-style or streaming dataset."""
-    if isinstance(dataset, torch.utils.data.IterableDataset):
-        items = itertools.islice(iter(dataset), count)
-    else:
-        items = (dataset[i] for i in range(min(count, len(dataset))))
-    return torch.stack([item["image"] for item in items])
-
-
 def ibot_grid(config: EncoderTrainingConfig, encoder: DLCEncoder) -> int:
     """The side of the global crops' patch grid, which the iBOT masks cover (0 without iBOT)."""
     if not config.ssl.ibot_weight:
@@ -508,7 +498,7 @@ def train(config: EncoderTrainingConfig) -> RunDir:
     model = build_model(config)
     dataset = config.data.load("train")
     if model.encoder.frozen_backbone:  # its channels standardised on the training images, before any step
-        model.encoder.vit.calibrate(model.encoder.preprocess(first_images(dataset, CALIBRATION_IMAGES)))
+        model.encoder.vit.calibrate(model.encoder.preprocess(some_images(dataset, CALIBRATION_IMAGES)))
     loss = SSLLoss(config, ibot_grid(config, model.encoder))
     fit(run, scaled_lr(config.train, config.ssl), model, dataset, loss, config=config, desc="encoder",
         ema_decay=momentum_schedule(config.ssl, config.train.steps),

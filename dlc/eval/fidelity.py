@@ -428,6 +428,18 @@ def kid_subset_size(n: int) -> int:
     return min(1000, max(2, n // 2))
 
 
+def kid_from_features(features: torch.Tensor, reference: torch.Tensor, subsets: int = 100) -> dict:
+    """KID between two sets of features, (N, D) and (M, D): torch-fidelity's unbiased MMD with the
+    cubic polynomial kernel, averaged over ``subsets`` random subsets of ``kid_subset_size`` each."""
+    _fidelity()
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    size = kid_subset_size(min(len(features), len(reference)))
+    out = kid_features_to_metric(features.double(), reference.double(), kid_subsets=subsets, kid_subset_size=size,
+                                 verbose=False)
+    return {"kid": out[KEY_METRIC_KID_MEAN], "kid_std": out[KEY_METRIC_KID_STD]}
+
+
 def _torch_fidelity(samples, reference, extractor: Extractor, *, kid: bool, isc: bool, prc: bool, batch_size: int,
                     device: str, cache: bool, cache_root: Path, progress: bool) -> dict:
     """FID, KID, IS and precision/recall through ``torch_fidelity.calculate_metrics``."""

@@ -127,7 +127,7 @@ class GlyphJudges:
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """The judges' pooled features (N, 64) on CPU: what their heads read, an image space
-        that owes nothing to Inception (``judge_kid``)."""
+        that owes nothing to Inception (the demo's KID (judges): ``dlc.eval.fidelity.kid_from_features``)."""
         return torch.cat([self.net.body(self._inputs(images[s:s + batch_size])).cpu()
                           for s in range(0, len(images), batch_size)])
 
@@ -162,21 +162,6 @@ def load_glyph_judges(size: int = 32, device: str | torch.device = "cpu") -> Gly
         torch.save({"state_dict": judges.net.state_dict(), "accuracy": judges.accuracy, "size": size}, partial)
     judges.net.to(device)
     return judges
-
-
-def judge_kid(judges: GlyphJudges, images: torch.Tensor, reference: torch.Tensor, subsets: int = 100) -> dict:
-    """KID of ``images`` against ``reference`` in the judges' feature space (torch-fidelity's
-    unbiased polynomial-kernel MMD over random subsets): a distance between image sets that an
-    encoder built on the FID Inception cannot have learned to please."""
-    from .fidelity import _fidelity, kid_subset_size
-
-    _fidelity()
-    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
-
-    size = kid_subset_size(min(len(images), len(reference)))
-    out = kid_features_to_metric(judges.features(images).double(), judges.features(reference).double(),
-                                 kid_subsets=subsets, kid_subset_size=size, verbose=False)  # the cubic kernel
-    return {"kid": out[KEY_METRIC_KID_MEAN], "kid_std": out[KEY_METRIC_KID_STD]}
 
 
 def _pairs(judged: dict[str, Sequence]) -> list[tuple]:
