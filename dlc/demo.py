@@ -392,10 +392,12 @@ class Demo:
             result[f"{name}_prompts"] = prompts
         return result
 
-    def compositions(self, parents: list[tuple[int, int]], num: int) -> list[torch.Tensor]:
-        """``num`` images composed from the test codes of each (A, B) pair of test indices, seeded by A."""
+    def compositions(self, parents: list[tuple[int, int]], num: int, guidance: float | None = None) -> list[torch.Tensor]:
+        """``num`` images composed from the test codes of each (A, B) pair of test indices, seeded by A,
+        at the demo's guidance unless given."""
         test_codes = load_codes(self.root / "codes" / "test.npy")
-        return [self.generate(self.pipeline(), self.budget.guidance, seed=a, compose=[test_codes[a], test_codes[b]],
+        guidance = self.budget.guidance if guidance is None else guidance
+        return [self.generate(self.pipeline(), guidance, seed=a, compose=[test_codes[a], test_codes[b]],
                               num_images=num) for a, b in parents]
 
     def composition_parents(self, num: int) -> list[tuple[int, int]]:
@@ -433,32 +435,39 @@ class Demo:
     # ---- evaluation --------------------------------------------------------------------------------
 
     def stage_judge(self) -> dict:
-        """Glyphs only: compositions and prompts judged by the factor classifiers (dlc.eval.glyphs).
-        Compositions: parents that differ in letter and colour, 8 samples each; a cross is the letter of
-        one parent in the colour of the other. Prompts: two captions of each of four colour x letter pairs
-        seen in text training, and of the four held out of it, 4 images each."""
-        from .eval.glyphs import composition_scores, prompt_scores
+        """Glyphs only: reconstructions, compositions and prompts judged by the factor classifiers."""
+        return self.judge(self.budget.guidance)
 
-        judges = self.glyph_judges
-        pair_of = self.glyph_pairs
+    def judge(self, guidance: float) -> dict:
+        """Glyph samples judged by the factor classifiers (dlc.eval.glyphs) at ``guidance``. Reconstructions: 64 test glyphs drawn
+        from their own codes. Compositions: parents that differ in letter and colour, 8 samples each; a
+        cross is the letter of one parent in the colour of the other. Prompts: two captions of each of
+        four colour x letter pairs seen in text training, and of the four held out of it, 4 images each."""
+        from .eval.glyphs import composition_scores
+
+        judges, pair_of, captions = self.glyph_judges, self.glyph_pairs, self.test_set.captions
         parents = self.composition_parents(JUDGED_PARENTS)
-        captions = self.test_set.captions
         per_parents = [composition_scores(pair_of[captions[a]], pair_of[captions[b]], judges.names(judges.predict(images)))
-                       for (a, b), images in zip(parents, self.compositions(parents, 8))]
+                       for (a, b), images in zip(parents, self.compositions(parents, 8, guidance))]
         result = {"composition": {k: sum(p[k] for p in per_parents) / len(per_parents) for k in per_parents[0]},
                   "parents": len(parents), "samples_per_parents": 8, "judges": judges.accuracy}
-        sources = self.composition_parents(JUDGED_RECONSTRUCTIONS // 2)  # any test images, spread over the split
-        sources = [i for pair in sources for i in pair]
-        images = self.generate(self.pipeline(), self.budget.guidance, seed=3,
-                               codes=load_codes(self.root / "codes" / "test.npy")[sources])
-        scores = prompt_scores([pair_of[captions[i]] for i in sources], judges.names(judges.predict(images)))
-        result["reconstructions"] = {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
+        sources = [i for pair in self.composition_parents(JUDGED_RECONSTRUCTIONS // 2) for i in pair]  # spread out
+        test_codes = load_codes(self.root / "codes" / "test.npy")
+        result["reconstructions"] = self.judged_draws(
+            [pair_of[captions[i]] for i in sources],
+            self.generate(self.pipeline(), guidance, seed=3, codes=test_codes[sources]))
         for name, prompts in self.judged_prompts().items():
-            images = self.generate(self.pipeline(text_model="text"), self.budget.guidance, seed=2, prompt=prompts,
+            images = self.generate(self.pipeline(text_model="text"), guidance, seed=2, prompt=prompts,
                                    num_images_per_prompt=4)
-            scores = prompt_scores([pair_of[p] for p in prompts for _ in range(4)], judges.names(judges.predict(images)))
-            result[f"{name}_prompts"] = {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
+            result[f"{name}_prompts"] = self.judged_draws([pair_of[p] for p in prompts for _ in range(4)], images)
         return result
+
+    def judged_draws(self, targets: list[tuple[str, str]], images: torch.Tensor) -> dict:
+        """Shares of ``images`` the judges read as their target (letter, colour), right letter, right colour."""
+        from .eval.glyphs import prompt_scores
+
+        scores = prompt_scores(targets, self.glyph_judges.names(self.glyph_judges.predict(images)))
+        return {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
 
     @cached_property
     def glyph_judges(self):
