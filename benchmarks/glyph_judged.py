@@ -23,10 +23,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/glyphs-demo", help="a finished `dlc demo --data glyphs` directory")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0], help="guidance scales to judge at")
+    parser.add_argument("--quick", action="store_true", help="the run was made with `dlc demo --quick` (its sampler)")
     parser.add_argument("--out", default="benchmarks/results/glyph_judged.json")
     args = parser.parse_args(argv)
 
-    demo = Demo(args.run, dataset="glyphs")
+    demo = Demo(args.run, quick=args.quick, dataset="glyphs")
     rows = []
     for guidance in args.guidance:
         start = time.perf_counter()

@@ -152,6 +152,13 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     # the glyph preset's encoder reads the FID network: every FID row has KID in the judges' features beside it
     assert all(np.isfinite(r["KID (judges)"]) for r in state["evaluate"]["result"]["fid"])
     assert "not independent judges" in html and "a frozen pretrained Inception-v3" in html
+    # the benchmark judges the finished run again at other guidance scales; at the demo's own it agrees
+    from test_benchmarks import load_benchmark
+
+    rows = load_benchmark("glyph_judged", monkeypatch).main(
+        ["--run", str(out), "--quick", "--guidance", "3", "--out", str(tmp_path / "judged.json")])["rows"]
+    assert rows[0]["reconstructed both"] == judged["reconstructions"]["both"]  # same seeds, same sampler
+    assert rows[0]["cross"] == judged["composition"]["cross"]
 
 
 def test_a_table_run_reports_only_what_it_made(tmp_path):
