@@ -5,7 +5,9 @@
 For each guidance scale, the demo's judge stage (``Demo.judge``): 64 test
 glyphs drawn from their own codes (right letter and colour: what the DiT keeps of a code), 8 parent
 pairs composed 8 times each (a cross: the letter of one parent in the colour of the other) and 32
-images each for held-out and trained prompts, every image read by the glyph factor classifiers.
+images each for held-out and trained prompts, every image read by the glyph factor classifiers; the
+composed and prompted codes are also read by linear probes fitted on the training codes ("codes: ..."),
+which tells what the text model or the composition loses from what the DiT loses.
 Writes JSON (one entry per run) and prints a table.
 """
 
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "parent B": judged["composition"]["parent_b"],
                      "held-out prompts both": judged["heldout_prompts"]["both"],
                      "trained prompts both": judged["train_prompts"]["both"],
+                     "codes: cross": judged["composed_codes"]["cross"],
+                     "codes: held-out prompts both": judged["heldout_prompt_codes"]["both"],
+                     "codes: trained prompts both": judged["train_prompt_codes"]["both"],
                      "seconds": round(time.perf_counter() - start, 1)})
         print(" | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
               flush=True)

@@ -47,6 +47,7 @@ from .imageio import display_scale, pairs_grid, save_grid, save_image, save_pngs
 from .report import Section, plot_losses, write_report
 from .runs import RunDir
 from .stages import STAGES
+from .training import native_bf16
 
 
 @dataclass
@@ -292,7 +293,8 @@ class Demo:
         b = self.budget
         return {"model.arch": b.dit_arch, "latent": str(self.root / "vae" / "model") if b.vae_steps else "pixel",
                 "sample.guidance_scale": b.guidance, "sample.steps": b.sample_steps,
-                "train.time_limit_minutes": b.dit_minutes, "train.lr_schedule": "cosine", "train.min_lr_ratio": 0.1}
+                "train.time_limit_minutes": b.dit_minutes, "train.lr_schedule": "cosine", "train.min_lr_ratio": 0.1,
+                "train.mixed_precision": "bf16" if native_bf16() else "auto"}
 
     def dlc_condition(self) -> dict:
         """A DiT conditioned on the demo's stored training codes."""
@@ -359,14 +361,19 @@ class Demo:
             self._pipelines[key] = pipe
         return self._pipelines[key]
 
-    def generate(self, pipe, guidance: float = 1.0, seed: int = 0, **inputs) -> torch.Tensor:
-        """uint8 images from ``pipe`` (codes, num_images, prompt, compose, ...) at the demo's sampler settings."""
+    def draw(self, pipe, guidance: float = 1.0, seed: int = 0, **inputs):
+        """``pipe``'s output (uint8 ``images`` and their ``codes``) for its inputs (codes, num_images, prompt,
+        compose, ...) at the demo's sampler settings."""
         from .pipeline import PriorSampling
 
         return pipe(guidance_scale=guidance, num_inference_steps=self.budget.sample_steps,
                     generator=torch.Generator().manual_seed(seed),
                     prior_sampling=PriorSampling(steps=self.budget.prior_sample_steps), batch_size=64,
-                    output_type="uint8", **inputs).images
+                    output_type="uint8", **inputs)
+
+    def generate(self, pipe, guidance: float = 1.0, seed: int = 0, **inputs) -> torch.Tensor:
+        """uint8 images of ``draw``."""
+        return self.draw(pipe, guidance, seed, **inputs).images
 
     def stage_samples(self) -> dict:
         g, n = self.budget.guidance, 16
@@ -395,10 +402,14 @@ class Demo:
     def compositions(self, parents: list[tuple[int, int]], num: int, guidance: float | None = None) -> list[torch.Tensor]:
         """``num`` images composed from the test codes of each (A, B) pair of test indices, seeded by A,
         at the demo's guidance unless given."""
+        return [drawn.images for drawn in self.composed_draws(parents, num, guidance)]
+
+    def composed_draws(self, parents: list[tuple[int, int]], num: int, guidance: float | None = None) -> list:
+        """``compositions`` with their codes: the pipeline's output for each pair."""
         test_codes = load_codes(self.root / "codes" / "test.npy")
         guidance = self.budget.guidance if guidance is None else guidance
-        return [self.generate(self.pipeline(), guidance, seed=a, compose=[test_codes[a], test_codes[b]],
-                              num_images=num) for a, b in parents]
+        return [self.draw(self.pipeline(), guidance, seed=a, compose=[test_codes[a], test_codes[b]], num_images=num)
+                for a, b in parents]
 
     def composition_parents(self, num: int) -> list[tuple[int, int]]:
         """``num`` pairs of test images (indices) drawn with a fixed seed, the two differing in every known
@@ -442,32 +453,55 @@ class Demo:
         """Glyph samples judged by the factor classifiers (dlc.eval.glyphs) at ``guidance``. Reconstructions: 64 test glyphs drawn
         from their own codes. Compositions: parents that differ in letter and colour, 8 samples each; a
         cross is the letter of one parent in the colour of the other. Prompts: two captions of each of
-        four colour x letter pairs seen in text training, and of the four held out of it, 4 images each."""
+        four colour x letter pairs seen in text training, and of the four held out of it, 4 images each.
+        The composed and the prompted codes are also read by the code probes (``composed_codes``,
+        ``*_prompt_codes``): what is lost before the DiT draws them."""
         from .eval.glyphs import composition_scores
 
         judges, pair_of, captions = self.glyph_judges, self.glyph_pairs, self.test_set.captions
         parents = self.composition_parents(JUDGED_PARENTS)
-        per_parents = [composition_scores(pair_of[captions[a]], pair_of[captions[b]], judges.names(judges.predict(images)))
-                       for (a, b), images in zip(parents, self.compositions(parents, 8, guidance))]
-        result = {"composition": {k: sum(p[k] for p in per_parents) / len(per_parents) for k in per_parents[0]},
-                  "parents": len(parents), "samples_per_parents": 8, "judges": judges.accuracy}
+        draws = self.composed_draws(parents, 8, guidance)
+        result = {"parents": len(parents), "samples_per_parents": 8, "judges": judges.accuracy}
+        for key, read in (("composition", lambda d: judges.names(judges.predict(d.images))),
+                          ("composed_codes", lambda d: judges.names(self.code_probes.predict(d.codes)))):
+            per_parents = [composition_scores(pair_of[captions[a]], pair_of[captions[b]], read(drawn))
+                           for (a, b), drawn in zip(parents, draws)]
+            result[key] = {k: sum(p[k] for p in per_parents) / len(per_parents) for k in per_parents[0]}
         sources = [i for pair in self.composition_parents(JUDGED_RECONSTRUCTIONS // 2) for i in pair]  # spread out
         test_codes = load_codes(self.root / "codes" / "test.npy")
         result["reconstructions"] = self.judged_draws(
             [pair_of[captions[i]] for i in sources],
             self.generate(self.pipeline(), guidance, seed=3, codes=test_codes[sources]))
         for name, prompts in self.judged_prompts().items():
-            images = self.generate(self.pipeline(text_model="text"), guidance, seed=2, prompt=prompts,
-                                   num_images_per_prompt=4)
-            result[f"{name}_prompts"] = self.judged_draws([pair_of[p] for p in prompts for _ in range(4)], images)
+            drawn = self.draw(self.pipeline(text_model="text"), guidance, seed=2, prompt=prompts, num_images_per_prompt=4)
+            targets = [pair_of[p] for p in prompts for _ in range(4)]
+            result[f"{name}_prompts"] = self.judged_draws(targets, drawn.images)
+            result[f"{name}_prompt_codes"] = self.judged_codes(targets, drawn.codes)
         return result
+
+    @cached_property
+    def code_probes(self):
+        """Linear probes reading the letter and colour from the training images' one-hot codes (the codes
+        stage's probe): they judge the codes the text model and compositions write, before the DiT."""
+        from .eval.codes import CodeProbes, factor_labels
+
+        return CodeProbes(load_codes(self.root / "codes" / "train.npy"),
+                          {f: factor_labels(self.train_set, f) for f in ("letter", "colour")}, self.vocab_size)
 
     def judged_draws(self, targets: list[tuple[str, str]], images: torch.Tensor) -> dict:
         """Shares of ``images`` the judges read as their target (letter, colour), right letter, right colour."""
-        from .eval.glyphs import prompt_scores
+        return self._shares(targets, self.glyph_judges.predict(images), "images")
 
-        scores = prompt_scores(targets, self.glyph_judges.names(self.glyph_judges.predict(images)))
-        return {**{k: v for k, v in scores.items() if k != "per_prompt"}, "images": len(images)}
+    def judged_codes(self, targets: list[tuple[str, str]], codes: torch.Tensor) -> dict:
+        """Shares of ``codes`` the code probes read as their target (letter, colour), right letter, right colour."""
+        return self._shares(targets, self.code_probes.predict(codes), "codes")
+
+    @staticmethod
+    def _shares(targets: list[tuple[str, str]], predicted: dict[str, torch.Tensor], noun: str) -> dict:
+        from .eval.glyphs import GlyphJudges, prompt_scores
+
+        scores = prompt_scores(targets, GlyphJudges.names(predicted))
+        return {**{k: v for k, v in scores.items() if k != "per_prompt"}, noun: len(targets)}
 
     @cached_property
     def glyph_judges(self):
@@ -715,12 +749,17 @@ class Demo:
             *[(f"{kind} prompts: right letter and colour (letter {p['letter']:.2f}, colour {p['colour']:.2f})",
                p["both"], goal) for kind, p, goal in (("held-out", judged["heldout_prompts"], "≥ 0.50"),
                                                      ("trained", judged["train_prompts"], ""))],
+            *[(f"{what}, read from their codes by the probes", share, "") for what, share in (
+                ("compositions: a cross", judged.get("composed_codes", {}).get("cross")),
+                ("held-out prompts: right letter and colour", judged.get("heldout_prompt_codes", {}).get("both")),
+                ("trained prompts: right letter and colour", judged.get("train_prompt_codes", {}).get("both")))
+              if share is not None],
         ]
         judges = ", ".join(f"{f} {a:.3f}" for f, a in judged["judges"].items())
         return Section(
             "Glyphs judged by their factors",
             f"Linear probes on the test glyphs' one-hot codes; {recon['images'] if recon else 0} test glyphs drawn "
-            "from their own codes; compositions of {judged['parents']} test-image pairs "
+            f"from their own codes; compositions of {judged['parents']} test-image pairs "
             f"that differ in letter and colour ({judged['samples_per_parents']} samples each) and images drawn for "
             f"{judged['heldout_prompts']['images']} held-out / {judged['train_prompts']['images']} trained prompts, "
             f"judged by classifiers trained on another rendering (their accuracy on real test glyphs: {judges}).",

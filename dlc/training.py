@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,14 +172,31 @@ def weight_decay_at(step: int, cfg: TrainConfig) -> float:
     return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: a CUDA GPU that supports it, or a CPU whose flags
+    (Linux /proc/cpuinfo) list AVX512-BF16 or AMX-BF16, oneDNN's bf16 kernels. Elsewhere bf16 autocast
+    on CPU is emulated and slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def make_accelerator(mixed_precision: str = "auto", log_with: str = "none", logging_dir=None):
     """An ``accelerate.Accelerator``: bf16 on a GPU when ``auto``, full precision on CPU; the
     trackers of ``log_with`` (``dlc.tracking``) writing under ``logging_dir``."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
 
     cuda = torch.cuda.is_available()
     if mixed_precision == "auto":
         mixed_precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    shared = AcceleratorState._shared_state  # accelerate keeps one precision per process
+    if shared and shared.get("_mixed_precision") != mixed_precision and not PartialState().use_distributed:
+        AcceleratorState._reset_state()  # one process training stage after stage (the demo), each its own precision
     return Accelerator(mixed_precision=mixed_precision, cpu=not cuda, log_with=resolve_trackers(log_with) or None,
                        project_dir=logging_dir)
 

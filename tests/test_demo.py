@@ -141,6 +141,9 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     assert judged["parents"] == 8 and 0 <= judged["composition"]["cross"] <= 1
     assert judged["heldout_prompts"]["images"] == judged["train_prompts"]["images"] == 32
     assert judged["reconstructions"]["images"] == 64 and 0 <= judged["reconstructions"]["both"] <= 1
+    # the composed and prompted codes are read too, by probes on the training codes: before the DiT draws them
+    assert 0 <= judged["composed_codes"]["cross"] <= 1
+    assert judged["heldout_prompt_codes"]["codes"] == judged["train_prompt_codes"]["codes"] == 32
     heldout = state["samples"]["result"]["heldout_prompts"]  # the held-out pairs' captions
     assert heldout and all(c.split(" on ")[0] in ("red K", "blue S", "green R", "purple E") for c in heldout)
     factors = state["codes"]["result"]["factors"]
@@ -148,6 +151,8 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
     html = (out / "report.html").read_text()
     assert "Glyphs judged by their factors" in html and "letter probe from codes" in html
     assert "test images drawn from their codes: right letter and colour" in html
+    assert "held-out prompts: right letter and colour, read from their codes by the probes" in html
+    assert "{judged" not in html  # every sentence formatted
     assert "on glyphs (rendered letters)" in html
     # the glyph preset's encoder reads the FID network: every FID row has KID in the judges' features beside it
     assert all(np.isfinite(r["KID (judges)"]) for r in state["evaluate"]["result"]["fid"])
@@ -159,6 +164,7 @@ def test_glyph_demo_judges_compositions_and_prompts_by_letter_and_colour(tmp_pat
         ["--run", str(out), "--quick", "--guidance", "3", "--out", str(tmp_path / "judged.json")])["rows"]
     assert rows[0]["reconstructed both"] == judged["reconstructions"]["both"]  # same seeds, same sampler
     assert rows[0]["cross"] == judged["composition"]["cross"]
+    assert rows[0]["codes: held-out prompts both"] == judged["heldout_prompt_codes"]["both"]
 
 
 def test_a_table_run_reports_only_what_it_made(tmp_path):

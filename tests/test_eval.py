@@ -142,3 +142,17 @@ def test_real_inception_on_a_few_images(emoji_test):
     random = E.fid(noise, real, progress=False, cache=False)
     assert abs(same["fid"]) < 1e-3 and random["fid"] > apart["fid"] > 1
     assert same["weights"] == (weights.weights or weights.source)
+
+
+def test_code_probes_read_factors_from_codes_they_were_not_fitted_on():
+    from dlc.eval.codes import CodeProbes
+
+    g = torch.Generator().manual_seed(0)
+    letters, colours = torch.randint(0, 5, (400,), generator=g), torch.randint(0, 3, (400,), generator=g)
+    noise = torch.randint(0, 8, (400, 6), generator=g)
+    codes = torch.cat([letters[:, None], colours[:, None] + 5, noise], 1)  # position 0: letter, 1: colour
+    probes = CodeProbes(codes[:300], {"letter": letters[:300], "colour": colours[:300]}, vocab_size=8)
+    read = probes.predict(codes[300:])
+    assert torch.equal(read["letter"], letters[300:]) and torch.equal(read["colour"], colours[300:])
+    shuffled = probes.predict(codes[300:][:, torch.tensor([2, 3, 4, 5, 6, 7, 0, 1])])  # the factors moved away
+    assert (shuffled["letter"] == letters[300:]).float().mean() < 0.5

@@ -103,6 +103,18 @@ def test_loss_decreases_and_run_dir_layout(run_dir):
     assert run_dir.checkpoint_steps() == [5, 10, 15, 20, 25, 30]
 
 
+def test_bf16_on_cpu_computes_in_bf16_and_keeps_fp32_weights(run_dir):
+    seed_everything(0)
+    model, seen = TinyNet(), []
+    model.net[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))  # inside the forward
+    cfg = TrainConfig(steps=30, batch_size=8, lr=1e-2, checkpoint_every=30, log_every=1, mixed_precision="bf16")
+    ema = fit(run_dir, cfg, model, Points(), noisy_loss)
+    rows = run_dir.read_metrics()
+    assert set(seen) == {torch.bfloat16}  # the layers ran under bf16 autocast
+    assert all(p.dtype == torch.float32 for p in [*model.parameters(), *ema.model.parameters()])  # weights stay fp32
+    assert sum(r["mse"] for r in rows[-5:]) < sum(r["mse"] for r in rows[:5])
+
+
 def test_truncated_checkpoint_is_a_clear_error(run_dir):
     model = TinyNet()
     path = save_checkpoint(run_dir.create(), 3, model, None, {"optimizer": {}})
@@ -194,3 +206,11 @@ def test_stream_sampler_splits_global_batches_across_ranks():
     assert sorted(epoch) == list(range(10))  # one epoch: each index once
     resumed = iter(StreamSampler(10, 5, seed=1, start_step=1))
     assert next(resumed) == epoch[5:]
+
+
+def test_stages_in_one_process_each_get_their_own_precision():
+    from dlc.training import make_accelerator
+
+    assert make_accelerator("no").mixed_precision == "no"  # a first stage in full precision (the demo's VAE)
+    assert make_accelerator("bf16").mixed_precision == "bf16"  # then a bf16 one in the same process (its DiT)
+    assert make_accelerator("auto").mixed_precision == ("bf16" if torch.cuda.is_available() else "no")

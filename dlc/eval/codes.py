@@ -39,28 +39,52 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: 
     return model
 
 
+def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int | None = None,
+                     weight_decays=(1e-5, 1e-4, 1e-3), steps: int = 200) -> tuple[torch.nn.Linear, float]:
+    """Multinomial logistic regression (L-BFGS) of ``train_y`` on ``train_x``, its L2 weight chosen on a
+    held-out 10% of the rows, then refit on all of them. Returns the probe and the chosen weight."""
+    classes = classes or int(train_y.max()) + 1
+    held = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
+    val, fit_rows = held[: len(held) // 10], held[len(held) // 10:]
+    scores = {wd: _accuracy(_fit_logistic(train_x[fit_rows], train_y[fit_rows], classes, wd, steps), train_x[val], train_y[val])
+              for wd in weight_decays}
+    best = max(scores, key=scores.get)
+    return _fit_logistic(train_x, train_y, classes, best, steps), best
+
+
+def _accuracy(model: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  weight_decays=(1e-5, 1e-4, 1e-3), steps: int = 200, standardize: bool = True) -> dict:
-    """Multinomial logistic regression (L-BFGS). Features are standardised with the training
-    statistics (``standardize``: continuous features; one-hot codes are used as they are); the L2
-    weight is chosen on a held-out 10% of the training set, then refit on all of it. Returns
+    """The test accuracy of ``fit_linear_probe``. Features are standardised with the training
+    statistics (``standardize``: continuous features; one-hot codes are used as they are). Returns
     test accuracy and the chosen weight decay."""
     if standardize:
         mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
         train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     classes = int(max(train_y.max(), test_y.max())) + 1
-    held = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
-    val, fit_rows = held[: len(held) // 10], held[len(held) // 10:]
+    model, weight_decay = fit_linear_probe(train_x, train_y, classes, weight_decays, steps)
+    return {"accuracy": _accuracy(model, test_x, test_y), "weight_decay": weight_decay}
 
-    def accuracy(model, x, y):
+
+class CodeProbes:
+    """Linear probes reading factors from one-hot codes, fitted on real images' codes: they judge codes
+    a model wrote (the text model's, a composition's) before any picture is drawn from them, so a
+    factor lost there is told apart from one the DiT loses."""
+
+    def __init__(self, codes: torch.Tensor, fields: dict[str, torch.Tensor], vocab_size: int):
+        self.vocab_size = vocab_size
+        x = one_hot(codes, vocab_size)
+        self.probes = {f: fit_linear_probe(x, y)[0] for f, y in fields.items()}
+
+    def predict(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each factor's most likely class index (N,) for codes (N, L)."""
+        x = one_hot(torch.as_tensor(codes).long(), self.vocab_size)
         with torch.no_grad():
-            return (model(x).argmax(1) == y).float().mean().item()
-
-    scores = {wd: accuracy(_fit_logistic(train_x[fit_rows], train_y[fit_rows], classes, wd, steps), train_x[val], train_y[val])
-              for wd in weight_decays}
-    best = max(scores, key=scores.get)
-    model = _fit_logistic(train_x, train_y, classes, best, steps)
-    return {"accuracy": accuracy(model, test_x, test_y), "weight_decay": best}
+            return {f: probe(x).argmax(1) for f, probe in self.probes.items()}
 
 
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
