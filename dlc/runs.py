@@ -43,10 +43,10 @@ from .errors import CheckpointError, ConfigError, RunLocked
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
 MODEL_CONFIGS = ("config.json", "dlc_text.json")  # a diffusers/transformers model folder; a saved HF text model
-# settings a resume may change without asking: how long and how often, never what is learned
+# settings a resume may change without asking: how long, how often, in what precision; never what is learned
 RESUMABLE_KEYS = ("run_dir", "train.steps", "train.time_limit_minutes", "train.log_every", "train.log_with",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.sample_every", "train.num_workers",
-                  "train.allow_changed", "train.divergence_factor")
+                  "train.allow_changed", "train.divergence_factor", "train.mixed_precision")
 PACKAGES = ("dlc", "torch", "torchvision", "diffusers", "accelerate", "timm", "transformers", "numpy")
 
 
