@@ -166,8 +166,8 @@ class Demo:
 
     def stages(self) -> list[tuple[str, callable, float]]:
         b = self.budget
-        dit_step = SECONDS_PER_STEP.get(f"{b.dit_arch} bf16" if native_bf16() else b.dit_arch)
-        dit_min = b.dit_steps * (dit_step or SECONDS_PER_STEP.get(b.dit_arch, 1.0)) / 60
+        timed = f"{b.dit_arch} bf16" if native_bf16() and f"{b.dit_arch} bf16" in SECONDS_PER_STEP else b.dit_arch
+        dit_min = b.dit_steps * SECONDS_PER_STEP.get(timed, 1.0) / 60
         dit_min = min(dit_min, b.dit_minutes) if b.dit_minutes else dit_min
         if not self.captioned:  # the prior alone, on both threads (no captions: no text model)
             models = ("prior", self.stage_prior, b.prior_steps * SECONDS_PER_STEP["prior"] / 60)
