@@ -25,7 +25,7 @@ def register(sub) -> None:
     parser.add_argument("--table", action="store_true",
                         help="also the paper's conditioning table: an unconditional and a class-conditioned DiT "
                         "trained as the main one, every row scored on all test images (on a finished demo's directory "
-                        "it adds only the table: about 26 min on 2 cores, two DiTs and the scoring)")
+                        "it adds only the table: about 27 min on 2 cores, two DiTs of about 10.6 and the scoring)")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
     parser.add_argument("--fid-samples", type=int, default=None, help="samples per FID (default: 128, quick: 24)")
     parser.set_defaults(func=run)
