@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import math
 import random
@@ -172,10 +173,11 @@ def weight_decay_at(step: int, cfg: TrainConfig) -> float:
     return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this machine computes bf16 natively: a CUDA GPU that supports it, or a CPU whose flags
     (Linux /proc/cpuinfo) list AVX512-BF16 or AMX-BF16, oneDNN's bf16 kernels. Elsewhere bf16 autocast
-    on CPU is emulated and slower than fp32."""
+    on CPU is emulated and slower than fp32. Read once per process."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
@@ -193,7 +195,7 @@ def make_accelerator(mixed_precision: str = "auto", log_with: str = "none", logg
 
     cuda = torch.cuda.is_available()
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+        mixed_precision = "bf16" if cuda and native_bf16() else "no"
     shared = AcceleratorState._shared_state  # accelerate keeps one precision per process
     if shared and shared.get("_mixed_precision") != mixed_precision and not PartialState().use_distributed:
         AcceleratorState._reset_state()  # one process training stage after stage (the demo), each its own precision
