@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from _results import merge_into
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="the run was made with `dlc demo --quick` (its sampler)")
     parser.add_argument("--out", default="benchmarks/results/glyph_judged.json")
     args = parser.parse_args(argv)
+    missing = [part for part in ("codes/test.npy", "dit/model", "text/model") if not (Path(args.run) / part).exists()]
+    if missing:
+        parser.error(f"{args.run} is not a finished glyph demo: it has no {', '.join(missing)} "
+                     "(run `dlc demo --data glyphs --out DIR` first)")
 
     demo = Demo(args.run, quick=args.quick, dataset="glyphs")
     rows = []
